@@ -1,0 +1,286 @@
+/**
+ * Validated, normalized Istio resources: what the loader hands to the compiler.
+ *
+ * Normalization done by the loader (so the compiler never repeats it):
+ * - host names are lowercased and short names expanded with the namespace of the resource that
+ *   names them (`reviews` in a VirtualService in `default` → `reviews.default.svc.cluster.local`);
+ * - durations are milliseconds; percentages are fractions in [0, 1] at per-million resolution;
+ * - enum defaults are applied as Istio applies them (see ../shared/spec/istio-subset.md);
+ * - endpoint `weight: 0` (unset) becomes 1.
+ * Fields that meshlet does not act on yet are kept only if listed here; the loader warns about
+ * the rest by field path.
+ */
+
+/** Where something came from, for messages: `file:line:col`. Lines and columns are 1-based. */
+export interface SourcePos {
+  readonly file: string;
+  readonly line: number;
+  readonly col: number;
+}
+
+export interface ConfigIssue {
+  readonly severity: 'error' | 'warning';
+  readonly pos: SourcePos;
+  /** Field path inside the document, e.g. `VirtualService default/reviews: spec.http[0].route[1].weight`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+export interface ResourceMeta {
+  readonly name: string;
+  readonly namespace: string;
+  readonly annotations: Readonly<Record<string, string>>;
+  /** Where the document starts. */
+  readonly pos: SourcePos;
+  /** Index of the document in load order (files in name order, documents in file order). */
+  readonly order: number;
+}
+
+/** StringMatch after parsing. `present` is `{}` (or the legacy `regex: "*"`). */
+export type StringMatch =
+  | { readonly kind: 'exact'; readonly value: string }
+  | { readonly kind: 'prefix'; readonly value: string }
+  /** `source` is the RE2 pattern as written; `re` is its compiled, fully anchored JS equivalent. */
+  | { readonly kind: 'regex'; readonly source: string; readonly re: RegExp }
+  | { readonly kind: 'present' };
+
+export interface HTTPMatchRequest {
+  readonly name?: string;
+  readonly uri?: StringMatch;
+  readonly scheme?: StringMatch;
+  readonly method?: StringMatch;
+  readonly authority?: StringMatch;
+  /** Keys lowercase. */
+  readonly headers: Readonly<Record<string, StringMatch>>;
+  readonly withoutHeaders: Readonly<Record<string, StringMatch>>;
+  /** Keys case-sensitive. */
+  readonly queryParams: Readonly<Record<string, StringMatch>>;
+  readonly ignoreUriCase: boolean;
+  /** Build-time selectors (§2.2 step 4). */
+  readonly port?: number;
+  readonly sourceLabels?: Readonly<Record<string, string>>;
+  readonly sourceNamespace?: string;
+  readonly gateways?: readonly string[];
+}
+
+export interface Destination {
+  /** Expanded FQDN, lowercase. */
+  readonly host: string;
+  readonly subset?: string;
+  readonly port?: number;
+}
+
+export interface HeaderOps {
+  /** Names lowercase. */
+  readonly set: ReadonlyArray<readonly [string, string]>;
+  readonly add: ReadonlyArray<readonly [string, string]>;
+  readonly remove: readonly string[];
+}
+
+export interface HeaderEdits {
+  readonly request?: HeaderOps;
+  readonly response?: HeaderOps;
+}
+
+export interface HTTPRouteDestination {
+  readonly destination: Destination;
+  /** 0 when unset. */
+  readonly weight: number;
+  readonly headers?: HeaderEdits;
+}
+
+export interface HTTPRedirect {
+  readonly uri?: string;
+  readonly prefixRewrite?: string;
+  readonly authority?: string;
+  readonly scheme?: string;
+  readonly port?: number;
+  readonly derivePort?: 'FROM_PROTOCOL_DEFAULT' | 'FROM_REQUEST_PORT';
+  /** Default 301. */
+  readonly redirectCode: number;
+}
+
+export interface HTTPDirectResponse {
+  readonly status: number;
+  readonly body?: Buffer;
+}
+
+export interface HTTPRewrite {
+  readonly uri?: string;
+  readonly uriRegexRewrite?: { readonly match: RegExp; readonly rewrite: string };
+  readonly authority?: string;
+}
+
+export interface Percent {
+  /** Fraction in [0, 1]. */
+  readonly fraction: number;
+}
+
+export interface HTTPFault {
+  readonly delay?: { readonly fixedDelayMs: number; readonly fraction: number };
+  readonly abort?: { readonly httpStatus?: number; readonly grpcStatus?: string; readonly fraction: number };
+}
+
+export interface HTTPRetry {
+  /** Retries (not tries). 0 disables. */
+  readonly attempts: number;
+  readonly perTryTimeoutMs?: number;
+  /** Raw comma-separated `retryOn`, already defaulted. */
+  readonly retryOn: string;
+  readonly retryRemoteLocalities?: boolean;
+  readonly retryIgnorePreviousHosts?: boolean;
+  readonly backoffMs?: number;
+}
+
+export interface HTTPMirror {
+  readonly destination: Destination;
+  /** Default 1 (100 %). */
+  readonly fraction: number;
+}
+
+export interface HTTPRoute {
+  readonly name?: string;
+  /** Empty: the rule has no `match` (a catch-all). */
+  readonly match: readonly HTTPMatchRequest[];
+  readonly route: readonly HTTPRouteDestination[];
+  readonly redirect?: HTTPRedirect;
+  readonly directResponse?: HTTPDirectResponse;
+  readonly rewrite?: HTTPRewrite;
+  readonly headers?: HeaderEdits;
+  /** Undefined or 0: no route timeout. */
+  readonly timeoutMs?: number;
+  readonly retries?: HTTPRetry;
+  readonly fault?: HTTPFault;
+  readonly mirrors: readonly HTTPMirror[];
+  /** Kept raw; acted on by the resilience issue. */
+  readonly corsPolicy?: unknown;
+}
+
+export interface VirtualServiceSpec {
+  /** Expanded FQDNs (or `*.suffix`), lowercase, no duplicates. */
+  readonly hosts: readonly string[];
+  /** Empty means `mesh`. */
+  readonly gateways: readonly string[];
+  readonly http: readonly HTTPRoute[];
+  readonly exportTo: readonly string[];
+}
+
+export interface ServicePort {
+  readonly number: number;
+  /** Upper-cased; '' when unset. */
+  readonly protocol: string;
+  readonly name: string;
+  readonly targetPort?: number;
+}
+
+export interface WorkloadEntry {
+  readonly address: string;
+  readonly ports: Readonly<Record<string, number>>;
+  readonly labels: Readonly<Record<string, string>>;
+  /** 0 in YAML becomes 1. */
+  readonly weight: number;
+  readonly locality?: string;
+  readonly network?: string;
+  readonly serviceAccount?: string;
+}
+
+export interface ServiceEntrySpec {
+  readonly hosts: readonly string[];
+  readonly addresses: readonly string[];
+  readonly ports: readonly ServicePort[];
+  readonly location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+  readonly resolution: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN' | 'DYNAMIC_DNS';
+  readonly endpoints: readonly WorkloadEntry[];
+  readonly exportTo: readonly string[];
+  readonly subjectAltNames: readonly string[];
+}
+
+/**
+ * A DestinationRule traffic policy. Parsed and validated now; most of it is acted on by the
+ * resilience and zero-trust issues. Kept as validated plain data (durations in ms).
+ */
+export interface TrafficPolicy {
+  readonly loadBalancer?: Readonly<Record<string, unknown>>;
+  readonly connectionPool?: Readonly<Record<string, unknown>>;
+  readonly outlierDetection?: Readonly<Record<string, unknown>>;
+  readonly tls?: Readonly<Record<string, unknown>>;
+  readonly portLevelSettings: ReadonlyArray<{
+    readonly port: number;
+    readonly loadBalancer?: Readonly<Record<string, unknown>>;
+    readonly connectionPool?: Readonly<Record<string, unknown>>;
+    readonly outlierDetection?: Readonly<Record<string, unknown>>;
+    readonly tls?: Readonly<Record<string, unknown>>;
+  }>;
+}
+
+export interface Subset {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly trafficPolicy?: TrafficPolicy;
+}
+
+export interface DestinationRuleSpec {
+  /** Expanded FQDN or `*.suffix`, lowercase. */
+  readonly host: string;
+  readonly subsets: readonly Subset[];
+  readonly trafficPolicy?: TrafficPolicy;
+  readonly exportTo: readonly string[];
+  readonly workloadSelector?: Readonly<Record<string, string>>;
+}
+
+export interface SidecarSpec {
+  /** Only `outboundTrafficPolicy` is acted on for now. */
+  readonly outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY';
+  readonly workloadSelector?: Readonly<Record<string, string>>;
+}
+
+/** `meshlet.dev/v1alpha1` `Proxy`: the bootstrap of this process. Every field is optional. */
+export interface ProxySpec {
+  readonly mode?: 'sidecar' | 'node';
+  readonly namespace?: string;
+  readonly workloadName?: string;
+  readonly serviceAccount?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly trustDomain?: string;
+  readonly domainSuffix?: string;
+  readonly outboundPort?: number;
+  readonly inboundPort?: number;
+  readonly adminPort?: number;
+  /** `HOST:PORT` of the local application. */
+  readonly app?: string;
+  readonly engine?: 'uws' | 'node';
+  readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  readonly outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY';
+  readonly drainTimeoutMs?: number;
+  readonly accessLog?: boolean;
+}
+
+export interface Resource<S> {
+  readonly meta: ResourceMeta;
+  readonly spec: S;
+}
+
+/** Everything a load produced. `issues` holds errors and warnings; valid when no error. */
+export interface ConfigBundle {
+  readonly serviceEntries: readonly Resource<ServiceEntrySpec>[];
+  readonly virtualServices: readonly Resource<VirtualServiceSpec>[];
+  readonly destinationRules: readonly Resource<DestinationRuleSpec>[];
+  readonly sidecars: readonly Resource<SidecarSpec>[];
+  /** The last `Proxy` document, or null when there is none. */
+  readonly proxy: Resource<ProxySpec> | null;
+  readonly issues: readonly ConfigIssue[];
+  /** Files read, in order. */
+  readonly files: readonly string[];
+  /** sha256 hex of the concatenated file contents in load order. */
+  readonly hash: string;
+  /** The raw documents as plain objects, for `/config_dump`. */
+  readonly documents: readonly unknown[];
+}
+
+/** Settings the loader needs to normalize names. */
+export interface LoadOptions {
+  /** Namespace for resources without `metadata.namespace` (default `default`). */
+  readonly namespace: string;
+  /** Default `cluster.local`. */
+  readonly domainSuffix: string;
+}

@@ -1,0 +1,55 @@
+import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+
+/** Where one attempt goes: an endpoint address and port (plain HTTP/1.1 for now). */
+export interface UpstreamTarget {
+  /** IP address or host name. */
+  readonly address: string;
+  readonly port: number;
+}
+
+/** What is sent upstream. Headers are final: hop-by-hop removed, forwarding headers added. */
+export interface UpstreamRequest {
+  readonly method: string;
+  /** Origin-form path with query. */
+  readonly path: string;
+  /** Lowercase names, flattened pairs; includes `host`. */
+  readonly headers: HeaderList;
+  readonly body: BodyStream | null;
+  /** True when the client sent `Expect: 100-continue` (already removed from headers). */
+  readonly expectContinue: boolean;
+}
+
+/**
+ * Why an attempt failed. `connect` never reached the upstream (safe to retry anywhere);
+ * `reset` lost the connection after sending started; `timeout` is a connect timeout;
+ * `protocol` is an invalid upstream response (UPE).
+ */
+export type UpstreamFailure = 'connect' | 'reset' | 'timeout' | 'protocol';
+
+/** Callbacks for one attempt. Exactly one of `onEnd` / `onError` ends it. */
+export interface UpstreamHandler {
+  /** Upstream answered `100 Continue` (only when `expectContinue`). */
+  onContinue?(): void;
+  /** Final status and headers (lowercase names, hop-by-hop already removed). */
+  onHeaders(status: number, headers: HeaderList): void;
+  /** A body chunk. Return false to pause the upstream until `resume()` is called. */
+  onData(chunk: Buffer): boolean;
+  onEnd(): void;
+  /** `afterHeaders` tells whether `onHeaders` was already called. */
+  onError(failure: UpstreamFailure, afterHeaders: boolean, detail: string): void;
+}
+
+/** Controls an attempt in flight. */
+export interface UpstreamCall {
+  /** Resume reading the upstream body after `onData` returned false. */
+  resume(): void;
+  /** Abort the attempt (client went away, timeout). No callback fires after this. */
+  abort(): void;
+}
+
+export interface UpstreamClient {
+  /** Starts one attempt. Never throws: failures arrive through `handler.onError`. */
+  send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall;
+  /** Close every pool (shutdown). */
+  close(): Promise<void>;
+}
