@@ -1,0 +1,91 @@
+import type { Endpoint } from '../router/route-types.ts';
+
+/**
+ * Smooth weighted round robin (the nginx algorithm): every pick adds each endpoint's weight to its
+ * running score, takes the highest score and subtracts the total. Over any window of Σweights
+ * picks each endpoint is chosen exactly `weight` times, interleaved rather than in bursts.
+ */
+export class RoundRobinPicker {
+  private current: readonly Endpoint[];
+  private readonly scores: Float64Array;
+  private readonly total: number;
+
+  constructor(endpoints: readonly Endpoint[]) {
+    this.current = endpoints;
+    this.scores = new Float64Array(endpoints.length);
+    let total = 0;
+    for (const e of endpoints) total += e.weight;
+    this.total = total;
+  }
+
+  get endpoints(): readonly Endpoint[] {
+    return this.current;
+  }
+
+  /** Take over an equal endpoint list (same ids and weights, same order) from a newer snapshot. */
+  adopt(endpoints: readonly Endpoint[]): void {
+    this.current = endpoints;
+  }
+
+  /** Next endpoint, or null when the set is empty. `exclude` skips endpoints already tried, when others remain. */
+  pick(exclude?: ReadonlySet<string>): Endpoint | null {
+    const list = this.current;
+    const n = list.length;
+    if (n === 0) return null;
+    if (n === 1) return list[0] ?? null;
+    let best = -1;
+    let bestScore = Number.NEGATIVE_INFINITY;
+    let total = this.total;
+    for (let i = 0; i < n; i++) {
+      const e = list[i]!;
+      if (exclude?.has(e.id) === true) {
+        total -= e.weight;
+        continue;
+      }
+      const s = this.scores[i]! + e.weight;
+      this.scores[i] = s;
+      if (s > bestScore) {
+        bestScore = s;
+        best = i;
+      }
+    }
+    if (best < 0) return list[0] ?? null;
+    this.scores[best] = this.scores[best]! - total;
+    return list[best] ?? null;
+  }
+}
+
+/**
+ * Pickers per cluster, kept across configuration reloads: a cluster whose endpoint list did not
+ * change keeps its picker (and so its rotation state).
+ */
+export class BalancerRegistry {
+  private readonly pickers = new Map<
+    string,
+    { readonly signature: string; readonly picker: RoundRobinPicker }
+  >();
+
+  pickerFor(clusterName: string, endpoints: readonly Endpoint[]): RoundRobinPicker {
+    const found = this.pickers.get(clusterName);
+    if (found !== undefined && found.picker.endpoints === endpoints) return found.picker;
+    const signature = endpoints.map((e) => `${e.id}*${e.weight}`).join(',');
+    if (found !== undefined && found.signature === signature) {
+      // Same endpoints from a new snapshot: keep the rotation state, remember the new array for the fast path.
+      found.picker.adopt(endpoints);
+      return found.picker;
+    }
+    const picker = new RoundRobinPicker(endpoints);
+    this.pickers.set(clusterName, { signature, picker });
+    return picker;
+  }
+
+  /** Forget clusters that the current configuration no longer has. */
+  retain(clusterNames: ReadonlySet<string>): void {
+    for (const name of this.pickers.keys()) if (!clusterNames.has(name)) this.pickers.delete(name);
+  }
+
+  /** For `/clusters`. */
+  entries(): IterableIterator<[string, { readonly signature: string; readonly picker: RoundRobinPicker }]> {
+    return this.pickers.entries();
+  }
+}

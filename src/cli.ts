@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { formatIssue } from './config/format-issue.ts';
+import { loadConfig } from './config/load-config.ts';
+import type { SettingFlags } from './config/runtime-settings.ts';
+import { runDemo } from './demo/demo.ts';
+import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
+import { LOG_LEVELS, type LogLevel } from './telemetry/logger.ts';
+import { VERSION } from './version.ts';
+
+/**
+ * Process contract (design.md): exit 0 on a clean stop, 1 on a runtime failure, 2 on invalid
+ * configuration or arguments. Logs are JSON lines on stderr.
+ */
+const EXIT_RUNTIME = 1;
+const EXIT_INVALID = 2;
+
+function port(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
+    throw new InvalidArgumentError('must be a port number 0-65535 (0 picks a free port)');
+  }
+  return Number(value);
+}
+
+function fatal(msg: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(
+    `${JSON.stringify({ time: new Date().toISOString(), level: 'error', msg, ...fields })}\n`,
+  );
+}
+
+interface RunCliOptions {
+  config?: string;
+  outboundPort?: number;
+  inboundPort?: number;
+  adminPort?: number;
+  app?: string;
+  namespace?: string;
+  logLevel?: LogLevel;
+  engine?: 'uws' | 'node';
+  drainTimeout?: number;
+  accessLog?: boolean;
+}
+
+function flagsOf(o: RunCliOptions): SettingFlags {
+  return {
+    ...(o.outboundPort !== undefined && { outboundPort: o.outboundPort }),
+    ...(o.inboundPort !== undefined && { inboundPort: o.inboundPort }),
+    ...(o.adminPort !== undefined && { adminPort: o.adminPort }),
+    ...(o.app !== undefined && { app: o.app }),
+    ...(o.namespace !== undefined && { namespace: o.namespace }),
+    ...(o.logLevel !== undefined && { logLevel: o.logLevel }),
+    ...(o.engine !== undefined && { engine: o.engine }),
+    ...(o.drainTimeout !== undefined && { drainTimeoutMs: o.drainTimeout }),
+    ...(o.accessLog !== undefined && { accessLog: o.accessLog }),
+  };
+}
+
+/** Starts the proxy and wires the process signals. Resolves once it serves. */
+export async function serve(configPath: string, flags: SettingFlags): Promise<RunningProxy> {
+  let proxy: RunningProxy;
+  try {
+    proxy = await runProxy({ configPath, flags });
+  } catch (err) {
+    if (err instanceof InvalidConfigError) {
+      for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+      fatal(err.message, { config: configPath });
+      process.exit(EXIT_INVALID);
+    }
+    if (err instanceof Error && /must be HOST:PORT/.test(err.message)) {
+      fatal(err.message);
+      process.exit(EXIT_INVALID);
+    }
+    fatal('start-up failed', { error: err instanceof Error ? err.message : String(err) });
+    process.exit(EXIT_RUNTIME);
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    proxy.logger.log('info', `${signal}: draining`, { drain_timeout_ms: proxy.settings.drainTimeoutMs });
+    proxy.shutdown().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        fatal('shutdown failed', { error: String(err) });
+        process.exit(EXIT_RUNTIME);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    proxy.logger.log('info', 'SIGHUP: reloading configuration');
+    void proxy.reload();
+  });
+  return proxy;
+}
+
+export function buildCli(): Command {
+  const program = new Command();
+  program
+    .name('meshlet')
+    .description('A service-mesh data plane in one process, configured by Istio YAML from a file.')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      process.exit(err.exitCode === 0 ? 0 : EXIT_INVALID);
+    });
+
+  program
+    .command('run')
+    .description('run the proxy')
+    .option('-c, --config <path>', 'configuration file or folder of *.yaml (env MESHLET_CONFIG)')
+    .option('--outbound-port <port>', 'outbound listener port on 127.0.0.1 (default 15001)', port)
+    .option('--inbound-port <port>', 'inbound listener port on 0.0.0.0 (default 15006)', port)
+    .option('--app <host:port>', 'the local application that inbound traffic goes to')
+    .option('--admin-port <port>', 'admin port on 127.0.0.1 (default 15000)', port)
+    .option('--namespace <ns>', 'namespace of this workload (default "default")')
+    .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
+    .addOption(
+      new Option('--engine <engine>', 'listener engine (default uws, falls back to node)').choices([
+        'uws',
+        'node',
+      ]),
+    )
+    .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests (default 10000)', (v) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be milliseconds');
+      return Number(v);
+    })
+    .option('--access-log', 'write one JSON access-log line per request to stdout')
+    .action(async (o: RunCliOptions) => {
+      const configPath = o.config ?? process.env['MESHLET_CONFIG'];
+      if (configPath === undefined || configPath === '') {
+        fatal('no configuration: pass --config PATH or set MESHLET_CONFIG');
+        process.exit(EXIT_INVALID);
+      }
+      await serve(configPath, flagsOf(o));
+    });
+
+  program
+    .command('validate')
+    .description('check a configuration file or folder; exit 0 when valid, 2 with every problem listed')
+    .argument('<path>', 'configuration file or folder')
+    .option('--namespace <ns>', 'namespace for resources without one (default "default")')
+    .action(async (path: string, o: { namespace?: string }) => {
+      const bundle = await loadConfig(path, o.namespace === undefined ? {} : { namespace: o.namespace });
+      for (const issue of bundle.issues) process.stdout.write(`${formatIssue(issue)}\n`);
+      const errors = bundle.issues.filter((i) => i.severity === 'error').length;
+      const warnings = bundle.issues.length - errors;
+      const count =
+        bundle.serviceEntries.length +
+        bundle.virtualServices.length +
+        bundle.destinationRules.length +
+        bundle.sidecars.length;
+      process.stdout.write(
+        `${path}: ${errors === 0 ? 'valid' : 'invalid'}: ${count} resource(s), ${errors} error(s), ${warnings} warning(s)\n`,
+      );
+      process.exit(errors === 0 ? 0 : EXIT_INVALID);
+    });
+
+  program
+    .command('demo')
+    .description('start a demo mesh: meshlet plus reviews v1/v2/v3 backends, with curl lines to try')
+    .option('--outbound-port <port>', 'outbound listener port (default 15001)', port)
+    .option('--admin-port <port>', 'admin port (default 15000)', port)
+    .addOption(new Option('--engine <engine>', 'listener engine').choices(['uws', 'node']))
+    .action(async (o: { outboundPort?: number; adminPort?: number; engine?: 'uws' | 'node' }) => {
+      await runDemo(o);
+    });
+  return program;
+}
+
+buildCli()
+  .parseAsync(process.argv)
+  .catch((err: unknown) => {
+    fatal('failed', { error: err instanceof Error ? err.message : String(err) });
+    process.exit(EXIT_RUNTIME);
+  });

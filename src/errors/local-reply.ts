@@ -1,0 +1,83 @@
+import type { HeaderList, ResponseSink } from '../listener/listener-types.ts';
+
+/**
+ * Envoy response flags that meshlet sets (see the design's behavior contract and spec §7.3).
+ * The flag goes into the `x-meshlet-flags` header, the access log and the `response_flags` label.
+ */
+export type ResponseFlag =
+  | 'NR'
+  | 'NC'
+  | 'UH'
+  | 'UF'
+  | 'UO'
+  | 'UC'
+  | 'UT'
+  | 'UPE'
+  | 'URX'
+  | 'FI'
+  | 'DI'
+  | 'DPE'
+  | 'DC';
+
+/** A response that the proxy makes itself. The body is one line saying why. */
+export interface LocalReply {
+  readonly status: number;
+  /** Flags joined with `,`, or '' for a plain local reply (redirect, direct response). */
+  readonly flags: string;
+  readonly body: string;
+}
+
+const reply = (status: number, flags: string, body: string): LocalReply => ({ status, flags, body });
+
+/** Every failure the proxy answers itself, in one table. Bodies match Envoy's where operators grep for them. */
+export const LOCAL_REPLIES = {
+  missingHost: reply(400, 'DPE', 'bad request: no Host header and no absolute-form target'),
+  noUpstreamForInbound: reply(503, 'UH', 'no healthy upstream: no local application configured (--app)'),
+  noHealthyUpstream: reply(503, 'UH', 'no healthy upstream'),
+  connectFailure: reply(
+    503,
+    'UF',
+    'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
+  ),
+  connectFailureRetried: reply(
+    503,
+    'UF,URX',
+    'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
+  ),
+  upstreamReset: reply(
+    503,
+    'UC',
+    'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
+  ),
+  upstreamProtocolError: reply(502, 'UPE', 'upstream sent an invalid HTTP response'),
+  routeTimeout: reply(504, 'UT', 'upstream request timeout'),
+  faultAbort: reply(0, 'FI', 'fault filter abort'),
+} as const satisfies Record<string, LocalReply>;
+
+/** 404 NR for a known host whose rules did not match, 502 NR for an unknown host under REGISTRY_ONLY. */
+export function noRouteReply(status: 404 | 502, reason: string): LocalReply {
+  return reply(status, 'NR', `no route: ${reason}`);
+}
+
+export function noClusterReply(reason: string): LocalReply {
+  return reply(503, 'NC', `cluster not found: ${reason}`);
+}
+
+/**
+ * Writes a local reply. `extra` headers come first (e.g. response header edits), then the
+ * content headers and the flag header. Safe to call after the client went away.
+ */
+export function sendLocalReply(
+  res: ResponseSink,
+  r: LocalReply,
+  extra: HeaderList = [],
+  close = false,
+): void {
+  if (res.aborted) return;
+  const body = Buffer.from(`${r.body}\n`);
+  const headers = extra.slice();
+  headers.push('content-type', 'text/plain', 'content-length', String(body.length));
+  if (r.flags !== '') headers.push('x-meshlet-flags', r.flags);
+  res.writeHead(r.status, headers);
+  res.end(body, close);
+}

@@ -1,0 +1,49 @@
+/**
+ * One JSON line per finished request, with Envoy's default access-log fields under their
+ * usual names. Lines are batched and written asynchronously so the request path never blocks
+ * on stdout.
+ */
+export interface AccessLogEntry {
+  readonly start_time: string;
+  readonly method: string;
+  readonly path: string;
+  readonly protocol: 'HTTP/1.1';
+  readonly response_code: number;
+  readonly response_flags: string;
+  readonly bytes_sent: number;
+  readonly duration: number;
+  readonly upstream_host: string;
+  readonly upstream_cluster: string;
+  readonly authority: string;
+  readonly x_forwarded_for: string;
+  readonly request_id: string;
+  readonly route_name: string;
+  readonly reporter: 'source' | 'destination';
+}
+
+export class AccessLog {
+  private pending: string[] = [];
+  private scheduled = false;
+
+  private readonly write: (text: string) => void;
+
+  constructor(write: (text: string) => void = (t) => process.stdout.write(t)) {
+    this.write = write;
+  }
+
+  log(entry: AccessLogEntry): void {
+    this.pending.push(JSON.stringify(entry));
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    const text = `${this.pending.join('\n')}\n`;
+    this.pending = [];
+    this.write(text);
+  }
+}
