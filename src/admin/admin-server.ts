@@ -118,15 +118,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: AdminDeps
       json(
         res,
         200,
-        deps
-          .listeners()
-          .map((l) => ({
-            name: l.name,
-            host: l.host,
-            port: l.port,
-            engine: l.engine,
-            in_flight: l.inFlight(),
-          })),
+        deps.listeners().map((l) => ({
+          name: l.name,
+          host: l.host,
+          port: l.port,
+          engine: l.engine,
+          in_flight: l.inFlight(),
+        })),
       );
       return;
     case 'POST /reload': {
