@@ -1,0 +1,351 @@
+/**
+ * The upstream client on undici: one `Pool` per endpoint, requests through `pool.dispatch`.
+ * This is the only file that imports undici.
+ *
+ * Handler API. undici 7 accepts two handler shapes. Its core (`core/request.js`, `client-h1.js`) still
+ * speaks the older one (`onConnect`, `onHeaders(status, rawHeaders, resume)`, `onData`, `onComplete`,
+ * `onError`); a handler with `onRequestStart` is wrapped per request in an `UnwrapHandler` plus an
+ * `UnwrapController`, and every response's raw headers are parsed into an object by `parseHeaders`
+ * before `onResponseStart` sees them. We need the raw list anyway, so we use the older shape: fewer
+ * allocations per request, same backpressure (`onData` returning false pauses the parser, the
+ * `resume` callback restarts it). The types mark it deprecated; if undici 8 drops it, only this file
+ * changes.
+ *
+ * Stale keep-alive connections (what undici does, read in `client-h1.js`):
+ * - an idle socket is closed after the server's `Keep-Alive: timeout=N` hint minus 2 s, or after
+ *   `keepAliveTimeoutMs` (default 4 s, under Node's 5 s server default) when there is no hint;
+ * - before it writes a request on a reused idle socket, it yields once (`setImmediate`) so a FIN or
+ *   RST already queued on that socket is read first; a socket closed then is replaced, and requests
+ *   not yet written move to a new connection without an error (socket errors never fail requests
+ *   that were not written);
+ * - it does NOT retry a request already written: if the server closes the socket in the tiny window
+ *   after that check, the request fails with `UND_ERR_SOCKET` / `ECONNRESET`, which we report as
+ *   `reset` before headers. Retrying that (idempotent methods only) is the retry stage's decision.
+ *
+ * Expect: undici 7 rejects an `expect` header and honours `expectContinue` only on HTTP/2; on HTTP/1.1
+ * it sends the body at once and treats a `100` response as invalid. So `onContinue` is not called by
+ * this client: the proxy answers `100 Continue` itself (Envoy's default), the listener's business.
+ *
+ * The request body is attached to the `BodyStream` only when undici starts writing the request, so an
+ * attempt that fails with `connect` or `timeout` never consumed the body and may be retried elsewhere.
+ */
+import { Readable } from 'node:stream';
+import { type Dispatcher, Pool } from 'undici';
+import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import { addConnectionTokens, isHopByHop } from './forward-headers.ts';
+import type {
+  UpstreamCall,
+  UpstreamClient,
+  UpstreamFailure,
+  UpstreamHandler,
+  UpstreamRequest,
+  UpstreamTarget,
+} from './upstream-types.ts';
+
+export interface UndiciUpstreamOptions {
+  /** Default 10 000 (Istio's mesh `connectTimeout`). */
+  readonly connectTimeoutMs?: number;
+  /** Idle time before a pooled connection is closed when the server sends no hint. Default 4 000. */
+  readonly keepAliveTimeoutMs?: number;
+  /** Connection cap per endpoint. Default: no cap (circuit breaking happens before the client). */
+  readonly connectionsPerEndpoint?: number;
+}
+
+export interface UndiciUpstream extends UpstreamClient {
+  /** Closes (gracefully) the pools of endpoints whose `address:port` key is not in `keys`. */
+  retain(keys: ReadonlySet<string>): void;
+  /** `address:port` keys of the pools currently open. */
+  endpoints(): string[];
+}
+
+/** Envoy's default limit for a header section (60 KiB); Node's default would be 16 KiB. */
+const MAX_HEADER_SIZE = 60 * 1024;
+const BODY_HIGH_WATER_MARK = 64 * 1024;
+const ABORTED = new Error('aborted by the proxy');
+
+export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUpstream {
+  const poolOptions: Pool.Options = {
+    connectTimeout: opts.connectTimeoutMs ?? 10_000,
+    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 4_000,
+    connections: opts.connectionsPerEndpoint ?? null,
+    pipelining: 1,
+    // Route and idle timeouts are enforced by the pipeline; 0 turns undici's own off.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+    maxHeaderSize: MAX_HEADER_SIZE,
+  };
+  // address → port → pool: looking up a pool builds no key string.
+  const pools = new Map<string, Map<number, Pool>>();
+
+  function poolFor(target: UpstreamTarget): Pool {
+    let byPort = pools.get(target.address);
+    if (byPort === undefined) {
+      byPort = new Map();
+      pools.set(target.address, byPort);
+    }
+    let pool = byPort.get(target.port);
+    if (pool === undefined) {
+      const host = target.address.includes(':') ? `[${target.address}]` : target.address;
+      pool = new Pool(`http://${host}:${target.port}`, poolOptions);
+      byPort.set(target.port, pool);
+    }
+    return pool;
+  }
+
+  return {
+    send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall {
+      const attempt = new Attempt(handler, req.body);
+      let pool: Pool;
+      try {
+        pool = poolFor(target);
+      } catch (err) {
+        // Bad address or port: undici refuses to build the origin.
+        attempt.failLater('connect', errorDetail(err));
+        return attempt;
+      }
+      const dispatchOptions: Dispatcher.DispatchOptions = {
+        path: req.path,
+        method: req.method,
+        headers: req.headers,
+        body: attempt.body,
+        expectContinue: req.expectContinue,
+      };
+      attempt.inSend = true;
+      pool.dispatch(dispatchOptions, attempt);
+      attempt.inSend = false;
+      return attempt;
+    },
+
+    retain(keys: ReadonlySet<string>): void {
+      for (const [address, byPort] of pools) {
+        for (const [port, pool] of byPort) {
+          if (keys.has(`${address}:${port}`)) continue;
+          byPort.delete(port);
+          pool.close().catch(() => {});
+        }
+        if (byPort.size === 0) pools.delete(address);
+      }
+    },
+
+    endpoints(): string[] {
+      const keys: string[] = [];
+      for (const [address, byPort] of pools)
+        for (const port of byPort.keys()) keys.push(`${address}:${port}`);
+      return keys;
+    },
+
+    async close(): Promise<void> {
+      const closing: Promise<void>[] = [];
+      for (const byPort of pools.values()) for (const pool of byPort.values()) closing.push(pool.close());
+      pools.clear();
+      await Promise.all(closing);
+    },
+  };
+}
+
+/** One attempt: undici's (older-shape) dispatch handler and our `UpstreamCall` in one object. */
+class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
+  readonly handler: UpstreamHandler;
+  readonly body: RequestBody | null;
+  /** True while `pool.dispatch` runs: errors raised inside it are delivered on a microtask. */
+  inSend = false;
+  private done = false;
+  /** undici started writing the request (`onConnect`). */
+  private sent = false;
+  private headersSeen = false;
+  private inData = false;
+  private resumeAsked = false;
+  private paused = false;
+  private abortFn: ((err?: Error) => void) | null = null;
+  private resumeFn: (() => void) | null = null;
+
+  constructor(handler: UpstreamHandler, body: BodyStream | null) {
+    this.handler = handler;
+    this.body = body === null ? null : new RequestBody(body);
+  }
+
+  // ---- UpstreamCall ----
+
+  resume(): void {
+    if (this.done) return;
+    if (this.inData) {
+      // Called from inside `onData`: undici's parser is running and cannot be resumed re-entrantly.
+      this.resumeAsked = true;
+      return;
+    }
+    if (!this.paused) return;
+    this.paused = false;
+    this.resumeFn?.();
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    this.body?.destroy();
+    // Not yet on a socket: `onConnect` aborts when undici gets there (or `onError` arrives first).
+    this.abortFn?.(ABORTED);
+  }
+
+  // ---- undici handler ----
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.done) {
+      abort(ABORTED);
+      return;
+    }
+    this.abortFn = abort;
+    this.sent = true;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (this.done) return false;
+    // Informational responses (102, 103) are not relayed; 100 never gets here on HTTP/1.1 (see top).
+    if (statusCode < 200) return true;
+    this.headersSeen = true;
+    this.resumeFn = resume;
+    this.handler.onHeaders(statusCode, responseHeaders(rawHeaders));
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.done) return false;
+    this.inData = true;
+    this.resumeAsked = false;
+    const more = this.handler.onData(chunk);
+    this.inData = false;
+    if (more || this.resumeAsked || this.done) return true;
+    this.paused = true;
+    return false;
+  }
+
+  onComplete(): void {
+    if (this.done) return;
+    this.done = true;
+    this.handler.onEnd();
+  }
+
+  onError(err: Error): void {
+    if (this.done) return;
+    const failure = classify(err, this.sent);
+    const detail = errorDetail(err);
+    if (this.inSend) {
+      this.failLater(failure, detail);
+      return;
+    }
+    this.done = true;
+    this.body?.destroy();
+    this.handler.onError(failure, this.headersSeen, detail);
+  }
+
+  /** Reports a failure on a microtask, so `send` returns before any callback runs. */
+  failLater(failure: UpstreamFailure, detail: string): void {
+    queueMicrotask(() => {
+      if (this.done) return;
+      this.done = true;
+      this.body?.destroy();
+      this.handler.onError(failure, false, detail);
+    });
+  }
+}
+
+/**
+ * Adapts a `BodyStream` to the `Readable` undici writes from. Attaches on the first `_read` (when
+ * undici starts writing), pauses the downstream when the buffer is full and resumes it on `_read`.
+ */
+class RequestBody extends Readable {
+  private readonly source: BodyStream;
+  private attached = false;
+  private sourcePaused = false;
+
+  constructor(source: BodyStream) {
+    super({ highWaterMark: BODY_HIGH_WATER_MARK });
+    this.source = source;
+  }
+
+  override _read(): void {
+    if (!this.attached) {
+      this.attached = true;
+      this.source.onData((chunk, last) => this.onChunk(chunk, last));
+      return;
+    }
+    if (this.sourcePaused) {
+      this.sourcePaused = false;
+      this.source.resume();
+    }
+  }
+
+  private onChunk(chunk: Buffer, last: boolean): void {
+    if (this.destroyed) return;
+    if (chunk.length > 0 && !this.push(chunk) && !last && !this.sourcePaused) {
+      this.sourcePaused = true;
+      this.source.pause();
+    }
+    if (last) this.push(null);
+  }
+}
+
+/** Raw undici header buffers → lowercase `HeaderList` without hop-by-hop and Connection-named headers. */
+function responseHeaders(raw: Buffer[]): HeaderList {
+  const out: HeaderList = [];
+  let named: string[] | null = null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    // latin1 is a byte-for-byte copy; toLowerCase returns the same string when nothing changes.
+    const name = raw[i]!.toString('latin1').toLowerCase();
+    if (isHopByHop(name)) {
+      if (name === 'connection') named = addConnectionTokens(raw[i + 1]!.toString('latin1'), named);
+      continue;
+    }
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  if (named === null) return out;
+  // Rare: `Connection` named an end-to-end header. Filter once more in place.
+  let w = 0;
+  for (let r = 0; r < out.length; r += 2) {
+    if (named.includes(out[r]!)) continue;
+    out[w++] = out[r]!;
+    out[w++] = out[r + 1]!;
+  }
+  out.length = w;
+  return out;
+}
+
+function errorCode(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code;
+  return '';
+}
+
+function errorDetail(err: unknown): string {
+  const code = errorCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  return code === '' ? message : `${code}: ${message}`;
+}
+
+/**
+ * Maps an undici or socket error to an `UpstreamFailure`. `sent` tells whether undici had started
+ * writing the request: before that nothing reached the upstream, so it is a connect failure.
+ */
+export function classify(err: unknown, sent: boolean): UpstreamFailure {
+  const code = errorCode(err);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') return 'timeout';
+  if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') return 'protocol';
+  if (!sent) return code === 'ETIMEDOUT' ? 'timeout' : 'connect';
+  if (code.startsWith('HPE_')) {
+    // The connection closed in the middle of a message: a reset, not a malformed response.
+    return code === 'HPE_INVALID_EOF_STATE' ? 'reset' : 'protocol';
+  }
+  switch (code) {
+    case 'UND_ERR_HEADERS_OVERFLOW':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return 'protocol';
+    case 'UND_ERR_SOCKET': {
+      // undici's parser reports a response it cannot place (unsolicited 100, upgrade) this way.
+      const message = err instanceof Error ? err.message : '';
+      return message === 'bad response' || message === 'bad upgrade' ? 'protocol' : 'reset';
+    }
+    default:
+      // ECONNRESET, EPIPE, UND_ERR_CLOSED, UND_ERR_DESTROYED, UND_ERR_REQ_CONTENT_LENGTH_MISMATCH, …
+      return 'reset';
+  }
+}
