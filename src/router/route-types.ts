@@ -1,4 +1,11 @@
-import type { ConfigBundle, HeaderOps, HTTPFault, HTTPMirror, HTTPRetry, TrafficPolicy } from '../config/resource-types.ts';
+import type {
+  ConfigBundle,
+  HeaderOps,
+  HTTPFault,
+  HTTPMirror,
+  HTTPRetry,
+  TrafficPolicy,
+} from '../config/resource-types.ts';
 import type { HeaderList } from '../listener/listener-types.ts';
 
 /** One upstream endpoint of a cluster. */
