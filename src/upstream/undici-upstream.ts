@@ -14,6 +14,9 @@
  * Stale keep-alive connections (what undici does, read in `client-h1.js`):
  * - an idle socket is closed after the server's `Keep-Alive: timeout=N` hint minus 2 s, or after
  *   `keepAliveTimeoutMs` (default 4 s, under Node's 5 s server default) when there is no hint;
+ * - with pipelining 1 it frees a connection only one event-loop turn (`setImmediate`) after the
+ *   response ended, so a server that closes despite keep-alive is seen first (a request sent in that
+ *   very turn opens another connection);
  * - before it writes a request on a reused idle socket, it yields once (`setImmediate`) so a FIN or
  *   RST already queued on that socket is read first; a socket closed then is replaced, and requests
  *   not yet written move to a new connection without an error (socket errors never fail requests
@@ -330,13 +333,14 @@ export function classify(err: unknown, sent: boolean): UpstreamFailure {
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return 'timeout';
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') return 'protocol';
   if (!sent) return code === 'ETIMEDOUT' ? 'timeout' : 'connect';
-  if (code.startsWith('HPE_')) {
-    // The connection closed in the middle of a message: a reset, not a malformed response.
-    return code === 'HPE_INVALID_EOF_STATE' ? 'reset' : 'protocol';
+  // undici 7.30 builds `HPE_*` codes from a lookup that misses, so its parser errors carry no code: go by
+  // the class name. A message ending at EOF means the connection closed mid-message: a reset.
+  if (code.startsWith('HPE_') || (err instanceof Error && err.name === 'HTTPParserError')) {
+    const message = err instanceof Error ? err.message : '';
+    return code === 'HPE_INVALID_EOF_STATE' || message.includes('EOF') ? 'reset' : 'protocol';
   }
   switch (code) {
     case 'UND_ERR_HEADERS_OVERFLOW':
-    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
       return 'protocol';
     case 'UND_ERR_SOCKET': {
@@ -345,7 +349,8 @@ export function classify(err: unknown, sent: boolean): UpstreamFailure {
       return message === 'bad response' || message === 'bad upgrade' ? 'protocol' : 'reset';
     }
     default:
-      // ECONNRESET, EPIPE, UND_ERR_CLOSED, UND_ERR_DESTROYED, UND_ERR_REQ_CONTENT_LENGTH_MISMATCH, …
+      // ECONNRESET, EPIPE, UND_ERR_CLOSED, UND_ERR_DESTROYED, UND_ERR_REQ_CONTENT_LENGTH_MISMATCH, and
+      // UND_ERR_RES_CONTENT_LENGTH_MISMATCH (the connection ended before Content-Length bytes), …
       return 'reset';
   }
 }

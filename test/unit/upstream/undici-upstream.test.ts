@@ -1,0 +1,452 @@
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
+import t, { type Test } from 'tap';
+import type { BodyStream, HeaderList } from '../../../src/listener/listener-types.ts';
+import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
+import type {
+  UpstreamCall,
+  UpstreamClient,
+  UpstreamFailure,
+  UpstreamRequest,
+  UpstreamTarget,
+} from '../../../src/upstream/upstream-types.ts';
+
+interface Outcome {
+  status: number;
+  headers: HeaderList;
+  body: Buffer;
+  ended: boolean;
+  error: { failure: UpstreamFailure; afterHeaders: boolean; detail: string } | null;
+}
+
+function request(overrides: Partial<UpstreamRequest> = {}): UpstreamRequest {
+  return {
+    method: 'GET',
+    path: '/',
+    headers: ['host', 'svc'],
+    body: null,
+    expectContinue: false,
+    ...overrides,
+  };
+}
+
+/** Sends one request and collects everything the handler sees. */
+function roundTrip(client: UpstreamClient, target: UpstreamTarget, req: UpstreamRequest): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const o: Outcome = { status: 0, headers: [], body: Buffer.alloc(0), ended: false, error: null };
+    const chunks: Buffer[] = [];
+    client.send(target, req, {
+      onHeaders(status, headers) {
+        o.status = status;
+        o.headers = headers;
+      },
+      onData(chunk) {
+        chunks.push(chunk);
+        return true;
+      },
+      onEnd() {
+        o.ended = true;
+        o.body = Buffer.concat(chunks);
+        resolve(o);
+      },
+      onError(failure, afterHeaders, detail) {
+        o.error = { failure, afterHeaders, detail };
+        o.body = Buffer.concat(chunks);
+        resolve(o);
+      },
+    });
+  });
+}
+
+function values(headers: HeaderList, name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) out.push(headers[i + 1]!);
+  return out;
+}
+
+async function httpServer(
+  t: Test,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; target: UpstreamTarget; sockets: () => number }> {
+  const server = createServer(handler);
+  let sockets = 0;
+  server.on('connection', () => sockets++);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return {
+    server,
+    target: { address: '127.0.0.1', port: (server.address() as AddressInfo).port },
+    sockets: () => sockets,
+  };
+}
+
+async function rawServer(t: Test, onSocket: (socket: Socket) => void): Promise<UpstreamTarget> {
+  const server: NetServer = createNetServer(onSocket);
+  const open = new Set<Socket>();
+  server.on('connection', (s) => {
+    open.add(s);
+    s.on('close', () => open.delete(s));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of open) s.destroy();
+    server.close();
+  });
+  return { address: '127.0.0.1', port: (server.address() as AddressInfo).port };
+}
+
+function client(t: Test): ReturnType<typeof createUndiciUpstream> {
+  const c = createUndiciUpstream({ connectTimeoutMs: 2000 });
+  t.teardown(() => c.close());
+  return c;
+}
+
+/** A BodyStream that produces `total` bytes in fresh `chunkSize` chunks, honouring pause/resume. */
+class GeneratedBody implements BodyStream {
+  pauses = 0;
+  resumes = 0;
+  produced = 0;
+  private cb: ((chunk: Buffer, last: boolean) => void) | null = null;
+  private paused = false;
+  private scheduled = false;
+  private readonly total: number;
+  private readonly chunkSize: number;
+  constructor(total: number, chunkSize = 64 * 1024) {
+    this.total = total;
+    this.chunkSize = chunkSize;
+  }
+  onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    this.cb = cb;
+    this.schedule();
+  }
+  pause(): void {
+    this.pauses++;
+    this.paused = true;
+  }
+  resume(): void {
+    this.resumes++;
+    this.paused = false;
+    this.schedule();
+  }
+  private schedule(): void {
+    if (this.scheduled || this.cb === null) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+  private pump(): void {
+    const cb = this.cb!;
+    while (!this.paused && this.produced < this.total) {
+      const n = Math.min(this.chunkSize, this.total - this.produced);
+      this.produced += n;
+      cb(Buffer.alloc(n, 0x61), this.produced === this.total);
+    }
+  }
+}
+
+/** A BodyStream with fixed chunks, delivered on attach. */
+function fixedBody(...chunks: string[]): BodyStream & { attached: boolean } {
+  const body = {
+    attached: false,
+    onData(cb: (chunk: Buffer, last: boolean) => void): void {
+      body.attached = true;
+      chunks.forEach((c, i) => {
+        cb(Buffer.from(c), i === chunks.length - 1);
+      });
+    },
+    pause(): void {},
+    resume(): void {},
+  };
+  return body;
+}
+
+t.test('GET round trip: headers both ways, repeated headers kept, hop-by-hop removed', async (t) => {
+  let seen: string[] = [];
+  const { target } = await httpServer(t, (req, res) => {
+    seen = req.rawHeaders;
+    res.setHeader('x-multi', ['1', '2']);
+    res.setHeader('Connection', 'keep-alive, X-Hop');
+    res.setHeader('X-Hop', 'secret');
+    res.setHeader('Keep-Alive', 'timeout=5');
+    res.setHeader('Content-Type', 'text/plain');
+    res.end('hello');
+  });
+  const c = client(t);
+  const o = await roundTrip(
+    c,
+    target,
+    request({ path: '/a?b=1', headers: ['host', 'svc:80', 'x-rep', 'a', 'x-rep', 'b', 'accept', '*/*'] }),
+  );
+  t.equal(o.error, null);
+  t.equal(o.status, 200);
+  t.equal(o.body.toString(), 'hello');
+  t.same(values(o.headers, 'x-multi'), ['1', '2']);
+  t.same(values(o.headers, 'content-type'), ['text/plain']);
+  t.same(values(o.headers, 'content-length'), ['5']);
+  t.same(values(o.headers, 'connection'), []);
+  t.same(values(o.headers, 'keep-alive'), []);
+  t.same(values(o.headers, 'x-hop'), [], 'header named in Connection removed');
+  for (let i = 0; i < o.headers.length; i += 2) t.equal(o.headers[i], o.headers[i]!.toLowerCase());
+  const lower = seen.map((v, i) => (i % 2 === 0 ? v.toLowerCase() : v));
+  t.same(values(lower, 'x-rep'), ['a', 'b'], 'repeated request headers reach the upstream');
+  t.same(values(lower, 'host'), ['svc:80']);
+});
+
+t.test('POST with a body and content-length', async (t) => {
+  const { target } = await httpServer(t, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      res.setHeader('x-got-length', String(req.headers['content-length']));
+      res.end(Buffer.concat(chunks).toString().toUpperCase());
+    });
+  });
+  const c = client(t);
+  const o = await roundTrip(
+    c,
+    target,
+    request({
+      method: 'POST',
+      headers: ['host', 'svc', 'content-length', '11'],
+      body: fixedBody('hello', ' world'),
+    }),
+  );
+  t.equal(o.status, 200);
+  t.equal(o.body.toString(), 'HELLO WORLD');
+  t.same(values(o.headers, 'x-got-length'), ['11']);
+});
+
+t.test('POST without content-length goes chunked', async (t) => {
+  const { target } = await httpServer(t, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => res.end(`${req.headers['transfer-encoding']}:${Buffer.concat(chunks).toString()}`));
+  });
+  const o = await roundTrip(client(t), target, request({ method: 'POST', body: new GeneratedBody(10, 4) }));
+  t.equal(o.body.toString(), 'chunked:aaaaaaaaaa');
+});
+
+t.test('chunked response without content-length', async (t) => {
+  const { target } = await httpServer(t, (_req, res) => {
+    res.write('part1-');
+    setTimeout(() => res.end('part2'), 10);
+  });
+  const o = await roundTrip(client(t), target, request());
+  t.equal(o.body.toString(), 'part1-part2');
+  t.same(values(o.headers, 'transfer-encoding'), [], 'transfer-encoding removed');
+  t.same(values(o.headers, 'content-length'), []);
+});
+
+t.test('HEAD, 204 and 304 have no body', async (t) => {
+  const { target } = await httpServer(t, (req, res) => {
+    if (req.url === '/204') {
+      res.statusCode = 204;
+      res.end();
+    } else if (req.url === '/304') {
+      res.statusCode = 304;
+      res.setHeader('etag', '"x"');
+      res.end();
+    } else {
+      res.setHeader('content-length', '42');
+      res.end();
+    }
+  });
+  const c = client(t);
+  const head = await roundTrip(c, target, request({ method: 'HEAD' }));
+  t.equal(head.status, 200);
+  t.ok(head.ended);
+  t.equal(head.body.length, 0);
+  t.same(values(head.headers, 'content-length'), ['42'], 'HEAD keeps content-length');
+  const nc = await roundTrip(c, target, request({ path: '/204' }));
+  t.equal(nc.status, 204);
+  t.equal(nc.body.length, 0);
+  const nm = await roundTrip(c, target, request({ path: '/304' }));
+  t.equal(nm.status, 304);
+  t.same(values(nm.headers, 'etag'), ['"x"']);
+  t.equal(nm.body.length, 0);
+});
+
+t.test('expectContinue: body is sent without Expect (proxy answers 100 itself)', async (t) => {
+  let sawExpect: string | undefined = 'unset';
+  const { server, target } = await httpServer(t, (req, res) => {
+    sawExpect = req.headers.expect;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => res.end(Buffer.concat(chunks)));
+  });
+  server.on('checkContinue', () => t.fail('upstream must not see Expect'));
+  const o = await roundTrip(
+    client(t),
+    target,
+    request({
+      method: 'PUT',
+      headers: ['host', 'svc', 'content-length', '4'],
+      body: fixedBody('data'),
+      expectContinue: true,
+    }),
+  );
+  t.equal(o.status, 200);
+  t.equal(o.body.toString(), 'data');
+  t.equal(sawExpect, undefined);
+});
+
+t.test('connection refused → connect, body never attached', async (t) => {
+  const target = await rawServer(t, () => {});
+  const port = target.port;
+  // Find a closed port: open and close a server.
+  const probe = createNetServer();
+  probe.listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const closedPort = (probe.address() as AddressInfo).port;
+  probe.close();
+  await once(probe, 'close');
+  t.not(closedPort, port);
+  const body = fixedBody('x');
+  const o = await roundTrip(
+    client(t),
+    { address: '127.0.0.1', port: closedPort },
+    request({ method: 'POST', body, headers: ['host', 'svc', 'content-length', '1'] }),
+  );
+  t.equal(o.error?.failure, 'connect');
+  t.equal(o.error?.afterHeaders, false);
+  t.match(o.error?.detail, /ECONNREFUSED/);
+  t.equal(body.attached, false, 'a connect failure never consumed the request body');
+});
+
+t.test('server destroys the socket mid-body → reset after headers', async (t) => {
+  const { target } = await httpServer(t, (_req, res) => {
+    res.setHeader('content-length', '100000');
+    res.write(Buffer.alloc(1000));
+    setTimeout(() => res.socket?.destroy(), 20);
+  });
+  const o = await roundTrip(client(t), target, request());
+  t.equal(o.status, 200);
+  t.equal(o.error?.failure, 'reset');
+  t.equal(o.error?.afterHeaders, true);
+  t.equal(o.body.length, 1000);
+});
+
+t.test('server closes before headers → reset before headers', async (t) => {
+  const { target } = await httpServer(t, (req) => {
+    req.socket.destroy();
+  });
+  const o = await roundTrip(client(t), target, request());
+  t.equal(o.error?.failure, 'reset');
+  t.equal(o.error?.afterHeaders, false);
+});
+
+t.test('raw server closing after reading the request → reset before headers', async (t) => {
+  const target = await rawServer(t, (s) => {
+    s.once('data', () => s.end());
+  });
+  const o = await roundTrip(client(t), target, request());
+  t.equal(o.error?.failure, 'reset');
+  t.equal(o.error?.afterHeaders, false);
+});
+
+t.test('invalid response bytes → protocol', async (t) => {
+  const target = await rawServer(t, (s) => {
+    s.once('data', () => s.write('HTTP/1.1 abc NOPE\r\nthis is not http\r\n\r\n'));
+  });
+  const o = await roundTrip(client(t), target, request());
+  t.equal(o.error?.failure, 'protocol');
+  t.equal(o.error?.afterHeaders, false);
+  t.match(o.error?.detail, /HTTP\/1\.1 protocol/);
+});
+
+t.test('keep-alive: two sequential requests share one connection', async (t) => {
+  const { target, sockets } = await httpServer(t, (_req, res) => res.end('ok'));
+  const c = client(t);
+  const a = await roundTrip(c, target, request());
+  // undici frees a connection one event-loop turn after a response (setImmediate); a request sent
+  // in that same turn would open a second connection. A real next request arrives later.
+  await new Promise((r) => setTimeout(r, 5));
+  const b = await roundTrip(c, target, request({ method: 'POST', body: fixedBody('x') }));
+  t.equal(a.body.toString(), 'ok');
+  t.equal(b.body.toString(), 'ok');
+  t.equal(sockets(), 1);
+  t.same(c.endpoints(), [`127.0.0.1:${target.port}`]);
+  c.retain(new Set());
+  t.same(c.endpoints(), [], 'retain drops pools not listed');
+});
+
+t.test('abort() stops all callbacks', async (t) => {
+  let serverRes: ServerResponse | null = null;
+  const { target } = await httpServer(t, (_req, res) => {
+    serverRes = res;
+    res.write('first');
+  });
+  const c = client(t);
+  let calls = 0;
+  let call: UpstreamCall | null = null;
+  await new Promise<void>((resolve) => {
+    call = c.send(target, request(), {
+      onHeaders() {
+        calls++;
+        resolve();
+      },
+      onData() {
+        calls++;
+        return true;
+      },
+      onEnd() {
+        calls++;
+      },
+      onError() {
+        calls++;
+      },
+    });
+  });
+  const before = calls;
+  (call as UpstreamCall | null)?.abort();
+  (serverRes as ServerResponse | null)?.end('more');
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(calls <= before + 1, 'at most the data chunk already in flight before abort');
+  const after = calls;
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(calls, after, 'nothing after abort');
+
+  // Abort before the request is even on a socket.
+  let late = 0;
+  const early = c.send(target, request(), {
+    onHeaders: () => late++,
+    onData: () => {
+      late++;
+      return true;
+    },
+    onEnd: () => late++,
+    onError: () => late++,
+  });
+  early.abort();
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(late, 0);
+});
+
+t.test('send never throws and reports errors asynchronously', async (t) => {
+  const c = client(t);
+  let sync = true;
+  const o = await new Promise<{ failure: UpstreamFailure; sync: boolean }>((resolve) => {
+    c.send({ address: '127.0.0.1', port: 1 }, request({ headers: ['host', 'a', 'bad header', 'x'] }), {
+      onHeaders() {},
+      onData: () => true,
+      onEnd() {},
+      onError: (failure) => resolve({ failure, sync }),
+    });
+    sync = false;
+  });
+  t.equal(o.sync, false);
+  t.equal(o.failure, 'protocol');
+});
