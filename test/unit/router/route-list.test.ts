@@ -273,7 +273,10 @@ t.test('route fields: name, timeout, retries, mirrors with the port filled in', 
     rule({ route: [dest(REVIEWS, { subset: 'v1' })], timeoutMs: 0 }),
   ]);
   const d = table.route(req('reviews', '/t'));
-  if (d.kind !== 'forward') return t.fail(d.kind);
+  if (d.kind !== 'forward') {
+    t.fail(d.kind);
+    return;
+  }
   t.equal(d.routeName, 'default/reviews');
   t.equal(d.timeoutMs, 500);
   t.same(d.retries, retries);
