@@ -107,6 +107,11 @@ export interface HTTPDirectResponse {
 
 export interface HTTPRewrite {
   readonly uri?: string;
+  /**
+   * `match` is the RE2 pattern translated to a JS RegExp that is NOT anchored and has the `g` flag
+   * (every non-overlapping match is substituted); `rewrite` is already in JS replacement syntax
+   * (`\1` → `$1`, a literal `$` → `$$`), so the rewritten path is `path.replace(match, rewrite)`.
+   */
   readonly uriRegexRewrite?: { readonly match: RegExp; readonly rewrite: string };
   readonly authority?: string;
 }
@@ -198,6 +203,12 @@ export interface ServiceEntrySpec {
 /**
  * A DestinationRule traffic policy. Parsed and validated now; most of it is acted on by the
  * resilience and zero-trust issues. Kept as validated plain data (durations in ms).
+ *
+ * Convention for the plain-data components: the Istio field names are kept as written
+ * (`connectTimeout`, `baseEjectionTime`, `httpCookie.ttl`, ...), but every Duration value is
+ * replaced by a number of milliseconds (`connectTimeout: 6s` → `connectTimeout: 6000`). Enums are
+ * upper-case strings as in Istio; integers stay numbers; nothing is defaulted here (an absent
+ * field is absent), so the consumer applies the defaults of spec §3.4–§3.7.
  */
 export interface TrafficPolicy {
   readonly loadBalancer?: Readonly<Record<string, unknown>>;
@@ -279,8 +290,11 @@ export interface ConfigBundle {
 
 /** Settings the loader needs to normalize names. */
 export interface LoadOptions {
-  /** Namespace for resources without `metadata.namespace` (default `default`). */
-  readonly namespace: string;
-  /** Default `cluster.local`. */
-  readonly domainSuffix: string;
+  /**
+   * Namespace for resources without `metadata.namespace`. When given (the CLI flag) it wins;
+   * otherwise the `Proxy` document's `spec.namespace`, else `default`.
+   */
+  readonly namespace?: string;
+  /** When given it wins; otherwise the `Proxy` document's `spec.domainSuffix`, else `cluster.local`. */
+  readonly domainSuffix?: string;
 }
