@@ -1,3 +1,5 @@
+import type { Duplex } from 'node:stream';
+
 /**
  * The engine-neutral HTTP interface. Both listener engines (uWebSockets.js and node:http) turn
  * what they accept into an `IncomingRequest` plus a `ResponseSink`; nothing past `listener/`
@@ -71,6 +73,14 @@ export type RequestHandler = (req: IncomingRequest, res: ResponseSink) => void;
 
 export type EngineName = 'uws' | 'node';
 
+/**
+ * Called for a request that asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+ * `req.body` is null; `head` holds bytes that arrived after the request head. The handler owns
+ * `socket` from then on. Only the node engine can hand over the raw socket: the uws engine answers
+ * upgrade requests itself with 501 (see uws-engine.ts).
+ */
+export type UpgradeHandler = (req: IncomingRequest, socket: Duplex, head: Buffer) => void;
+
 export interface ListenOptions {
   readonly engine: EngineName;
   readonly host: string;
@@ -79,6 +89,8 @@ export interface ListenOptions {
   readonly handler: RequestHandler;
   /** Name for logs: `outbound`, `inbound`. */
   readonly name: string;
+  /** Upgrade (WebSocket) passthrough. Absent: upgrade requests get a local 501 and the connection closes. */
+  readonly onUpgrade?: UpgradeHandler;
 }
 
 export interface Listener {

@@ -1,0 +1,388 @@
+/**
+ * Listener engine on node:http: the portable path, and the only one that can hand a raw socket to
+ * an upgrade handler.
+ *
+ * - llhttp in strict mode (`insecureHTTPParser: false`) does the request-smuggling checks; what it
+ *   refuses arrives as `clientError` and gets `400` + `x-meshlet-flags: DPE` + a one-line body,
+ *   then the connection closes.
+ * - `requireHostHeader: false`: node's own check would answer 400 without our body and flag, so the
+ *   engine checks Host itself (HTTP/1.1 only, RFC 9112 §3.2).
+ * - `Expect: 100-continue`: `checkContinue` writes `100 Continue` and hands the request on, the same
+ *   behaviour as uWS, which sends the 100 by itself.
+ * - CONNECT and upgrade requests never reach the request handler: CONNECT gets 501; upgrades go to
+ *   `onUpgrade`, or get 501 when there is none.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { isBodilessStatus, isFieldValue, isToken, rawLocalReply, reasonPhrase } from './http-syntax.ts';
+import type {
+  BodyStream,
+  HeaderList,
+  IncomingRequest,
+  Listener,
+  ListenOptions,
+  ResponseSink,
+} from './listener-types.ts';
+
+const EMPTY = Buffer.alloc(0);
+const LENGTH_VALUE = /^\d{1,15}$/;
+
+class NodeListenerState {
+  inFlight = 0;
+  draining = false;
+  /** The exchange currently using each socket, so `clientError` knows whether a response started. */
+  readonly active = new WeakMap<Duplex, NodeExchange>();
+}
+
+class NodeBody implements BodyStream {
+  private attached = false;
+  private readonly req: IncomingMessage;
+
+  constructor(req: IncomingMessage) {
+    this.req = req;
+    // An aborted upload emits 'error' only when someone listens; the sink's onAborted reports it.
+    req.on('error', () => {});
+  }
+
+  onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    if (this.attached) throw new Error('request body already has a consumer');
+    this.attached = true;
+    this.req.on('data', (chunk: Buffer) => cb(chunk, false));
+    this.req.on('end', () => cb(EMPTY, true));
+  }
+
+  pause(): void {
+    this.req.pause();
+  }
+
+  resume(): void {
+    this.req.resume();
+  }
+}
+
+class NodeExchange implements ResponseSink {
+  aborted = false;
+  private finished = false;
+  private headSent = false;
+  private endCalled = false;
+  private bodiless = false;
+  private closeAfter = false;
+  private closeHeaderSent = false;
+  private declared = -1;
+  private written = 0;
+  private needDrain = false;
+  private drainArmed = false;
+  private readonly abortCbs: Array<() => void> = [];
+  private readonly writableCbs: Array<() => void> = [];
+  private readonly req: IncomingMessage;
+  private readonly res: ServerResponse;
+  private readonly state: NodeListenerState;
+
+  constructor(req: IncomingMessage, res: ServerResponse, state: NodeListenerState) {
+    this.req = req;
+    this.res = res;
+    this.state = state;
+    res.on('finish', () => this.onFinish());
+    res.on('close', () => this.onClose());
+  }
+
+  onAborted(cb: () => void): void {
+    if (this.aborted) {
+      queueMicrotask(cb);
+      return;
+    }
+    if (!this.finished) this.abortCbs.push(cb);
+  }
+
+  onWritable(cb: () => void): void {
+    this.writableCbs.push(cb);
+  }
+
+  /** Whether the status line went out (then `clientError` must not write a raw reply). */
+  responseStarted(): boolean {
+    return this.headSent;
+  }
+
+  writeHead(status: number, headers: HeaderList): void {
+    if (this.finished || this.headSent) return;
+    this.headSent = true;
+    this.bodiless = this.req.method === 'HEAD' || isBodilessStatus(status);
+    const out: string[] = [];
+    let lengthSeen = false;
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i] as string;
+      const value = headers[i + 1] as string;
+      if (name === 'content-length') {
+        const v = value.trim();
+        if (lengthSeen || status === 204 || status < 200 || !LENGTH_VALUE.test(v)) continue;
+        lengthSeen = true;
+        if (!this.bodiless) this.declared = Number(v);
+        out.push(name, v);
+        continue;
+      }
+      if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive') continue;
+      if (!isToken(name) || !isFieldValue(value)) continue;
+      out.push(name, value);
+    }
+    if (this.closeAfter || this.state.draining) {
+      out.push('connection', 'close');
+      this.closeHeaderSent = true;
+    }
+    this.res.writeHead(status, reasonPhrase(status), out);
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.finished || this.endCalled) return true;
+    if (!this.headSent) this.writeHead(200, []);
+    if (chunk.length === 0 || this.bodiless) return !this.needDrain;
+    const data = this.clamp(chunk);
+    if (data.length === 0) return true;
+    this.written += data.length;
+    const ok = this.res.write(data);
+    if (!ok) {
+      this.needDrain = true;
+      if (!this.drainArmed) {
+        this.drainArmed = true;
+        this.res.once('drain', () => {
+          this.drainArmed = false;
+          if (!this.needDrain || this.finished) return;
+          this.needDrain = false;
+          for (const cb of this.writableCbs) cb();
+        });
+      }
+    }
+    return ok;
+  }
+
+  end(chunk?: Buffer, close?: boolean): void {
+    if (this.finished || this.endCalled) return;
+    this.endCalled = true;
+    if (close === true) this.closeAfter = true;
+    if (!this.headSent) this.writeHead(200, []);
+    if (this.bodiless) {
+      this.res.end();
+      return;
+    }
+    const data = chunk === undefined ? EMPTY : this.clamp(chunk);
+    this.written += data.length;
+    if (this.declared !== -1 && this.written < this.declared) {
+      // Fewer bytes than the Content-Length promised: cut so the client cannot mistake it.
+      if (data.length > 0) this.res.write(data);
+      this.destroy();
+      return;
+    }
+    this.res.end(data);
+  }
+
+  destroy(): void {
+    if (this.finished) return;
+    this.aborted = true;
+    this.finished = true;
+    this.state.inFlight--;
+    this.req.socket.destroy();
+  }
+
+  /** Local reply through the response object (the request was parsed). */
+  localReply(status: number, text: string, flags: string | null): void {
+    const body = Buffer.from(`${text}\n`);
+    const headers = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(body.length)];
+    if (flags !== null) headers.push('x-meshlet-flags', flags);
+    this.closeAfter = true;
+    this.writeHead(status, headers);
+    this.endCalled = true;
+    this.res.end(body);
+  }
+
+  private clamp(chunk: Buffer): Buffer {
+    if (this.declared === -1) return chunk;
+    const room = this.declared - this.written;
+    if (room >= chunk.length) return chunk;
+    return room <= 0 ? EMPTY : chunk.subarray(0, room);
+  }
+
+  private onFinish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.state.inFlight--;
+    if (this.state.active.get(this.req.socket) === this) this.state.active.delete(this.req.socket);
+    // Close requested after the head went out without `connection: close` (or drain began since).
+    if ((this.closeAfter || this.state.draining) && !this.closeHeaderSent) this.req.socket.end();
+  }
+
+  private onClose(): void {
+    if (this.state.active.get(this.req.socket) === this) this.state.active.delete(this.req.socket);
+    if (this.finished) return;
+    this.aborted = true;
+    this.finished = true;
+    this.state.inFlight--;
+    for (const cb of this.abortCbs) cb();
+  }
+}
+
+class NodeIncoming implements IncomingRequest {
+  readonly engine = 'node' as const;
+  readonly secure = false;
+  readonly method: string;
+  readonly target: string;
+  readonly headers: HeaderList;
+  readonly remoteAddress: string;
+  readonly localPort: number;
+  readonly body: BodyStream | null;
+  constructor(
+    method: string,
+    target: string,
+    headers: HeaderList,
+    remoteAddress: string,
+    localPort: number,
+    body: BodyStream | null,
+  ) {
+    this.method = method;
+    this.target = target;
+    this.headers = headers;
+    this.remoteAddress = remoteAddress;
+    this.localPort = localPort;
+    this.body = body;
+  }
+}
+
+function headerList(req: IncomingMessage): HeaderList {
+  const raw = req.rawHeaders;
+  const out: HeaderList = new Array<string>(raw.length);
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    out[i] = (raw[i] as string).toLowerCase();
+    out[i + 1] = raw[i + 1] as string;
+  }
+  return out;
+}
+
+function hasRequestBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && Number(cl) > 0;
+}
+
+function missingHost(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 1 && req.httpVersionMinor >= 1 && req.headers.host === undefined;
+}
+
+function endSocket(socket: Duplex, reply: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  if (socket instanceof Socket) {
+    socket.write(reply);
+    socket.destroySoon();
+  } else {
+    socket.end(reply);
+  }
+}
+
+/** Serves `opts.handler` on node:http. Rejects when the address cannot be bound. */
+export function listenNode(opts: ListenOptions): Promise<Listener> {
+  const state = new NodeListenerState();
+  const server: Server = createServer({
+    insecureHTTPParser: false,
+    requireHostHeader: false,
+    joinDuplicateHeaders: false,
+    keepAlive: true,
+  });
+  let port = opts.port;
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    state.inFlight++;
+    const exchange = new NodeExchange(req, res, state);
+    state.active.set(req.socket, exchange);
+    if (missingHost(req)) {
+      exchange.localReply(400, 'malformed request: missing host header', 'DPE');
+      return;
+    }
+    const incoming = new NodeIncoming(
+      req.method ?? 'GET',
+      req.url ?? '/',
+      headerList(req),
+      req.socket.remoteAddress ?? '',
+      port,
+      hasRequestBody(req) ? new NodeBody(req) : null,
+    );
+    try {
+      opts.handler(incoming, exchange);
+    } catch {
+      if (!exchange.aborted) exchange.destroy();
+    }
+  };
+
+  server.on('request', onRequest);
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    res.writeContinue();
+    onRequest(req, res);
+  });
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    const code = err.code ?? 'HPE_INVALID';
+    const active = state.active.get(socket);
+    if (code === 'ECONNRESET' || code === 'EPIPE' || active?.responseStarted() === true) {
+      socket.destroy();
+      return;
+    }
+    if (code === 'HPE_HEADER_OVERFLOW') {
+      endSocket(socket, rawLocalReply(431, 'malformed request: header section too large', 'DPE'));
+    } else if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      endSocket(socket, rawLocalReply(408, 'request timeout', null));
+    } else {
+      endSocket(socket, rawLocalReply(400, `malformed request: ${code}`, 'DPE'));
+    }
+  });
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    endSocket(socket, rawLocalReply(501, 'CONNECT is not supported', null));
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (missingHost(req)) {
+      endSocket(socket, rawLocalReply(400, 'malformed request: missing host header', 'DPE'));
+      return;
+    }
+    if (opts.onUpgrade === undefined) {
+      endSocket(socket, rawLocalReply(501, 'protocol upgrade is not supported on this listener', null));
+      return;
+    }
+    const incoming = new NodeIncoming(
+      req.method ?? 'GET',
+      req.url ?? '/',
+      headerList(req),
+      req.socket.remoteAddress ?? '',
+      port,
+      null,
+    );
+    opts.onUpgrade(incoming, socket, head);
+  });
+
+  return new Promise<Listener>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen({ host: opts.host, port: opts.port }, () => {
+      server.off('error', onError);
+      const addr = server.address();
+      if (addr !== null && typeof addr === 'object') port = addr.port;
+      let stopped = false;
+      const stopAccepting = (): void => {
+        state.draining = true;
+        if (stopped) return;
+        stopped = true;
+        server.close();
+        server.closeIdleConnections();
+      };
+      resolve({
+        name: opts.name,
+        engine: 'node',
+        host: opts.host,
+        port,
+        stopAccepting,
+        inFlight: () => state.inFlight,
+        close: () => {
+          stopAccepting();
+          server.closeAllConnections();
+        },
+      });
+    });
+  });
+}
