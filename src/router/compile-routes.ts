@@ -7,7 +7,13 @@
 import { authorityHost, authorityHostEnd, authorityPort } from './authority.ts';
 import { buildClusters } from './build-clusters.ts';
 import { buildDefaultRoutes, buildVirtualServiceRoutes, type RouteBuildContext } from './build-route-list.ts';
-import type { CompiledRoute, PortRoutes, VirtualHost } from './compiled-route.ts';
+import type {
+  CompiledRoute,
+  ForwardDecision,
+  ForwardTemplate,
+  PortRoutes,
+  VirtualHost,
+} from './compiled-route.ts';
 import { buildDestinationRuleIndex } from './destination-rule-index.ts';
 import { firstLabel } from './host-pattern.ts';
 import { matchesRequest } from './match-request.ts';
@@ -118,9 +124,7 @@ function decide(
       const target = pickWeighted(action.targets, options.random);
       if (target.kind === 'noCluster') return target.decision;
       const path = rewritePath(action.pathRewrite, input.path, queryStart);
-      const authority = target.authority ?? input.authority;
-      if (path === input.path) return { ...target.template, path, authority };
-      return { ...target.template, path, authority, originalPath: input.path };
+      return forwardDecision(target.template, path, target.authority ?? input.authority, input.path);
     }
     case 'redirect':
       return {
@@ -135,6 +139,35 @@ function decide(
     case 'passthrough':
       return { kind: 'passthrough', host, port };
   }
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * Builds the decision field by field: an object spread of the template costs several times more
+ * per request. Optional fields are added only when the route has them.
+ */
+function forwardDecision(
+  t: ForwardTemplate,
+  path: string,
+  authority: string,
+  originalPath: string,
+): ForwardDecision {
+  const d: Mutable<ForwardDecision> = {
+    kind: 'forward',
+    routeName: t.routeName,
+    responseHeaders: t.responseHeaders,
+    cluster: t.cluster,
+    path,
+    authority,
+    requestHeaders: t.requestHeaders,
+    mirrors: t.mirrors,
+  };
+  if (path !== originalPath) d.originalPath = originalPath;
+  if (t.timeoutMs !== undefined) d.timeoutMs = t.timeoutMs;
+  if (t.retries !== undefined) d.retries = t.retries;
+  if (t.fault !== undefined) d.fault = t.fault;
+  return d;
 }
 
 /** A host no virtual host answers to (§4.3). */
