@@ -1,0 +1,227 @@
+/** Starting the backend and each target; a target that cannot start is skipped with a reason. */
+import { accessSync, constants, existsSync, writeFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import {
+  BENCH_HOST,
+  BODY,
+  haproxyConf,
+  meshletServiceEntry,
+  type NginxConfOptions,
+  nginxBackendConf,
+  nginxProxyConf,
+  OPTIONAL_NGINX_TEMP_PATHS,
+} from './configs.ts';
+import { capture, freePort, httpGet, type Processes, type Started, waitUntil } from './procs.ts';
+
+export const TARGET_NAMES = ['direct', 'nginx', 'haproxy', 'meshlet-uws', 'meshlet-node'] as const;
+export type TargetName = (typeof TARGET_NAMES)[number];
+
+export const READY_TIMEOUT_MS = 10_000;
+
+export interface Pinning {
+  /** wrk and the backend run here. */
+  readonly loadCpu: number;
+  /** The measured proxy runs here, alone. */
+  readonly proxyCpu: number;
+}
+
+export interface RunningTarget {
+  readonly name: TargetName;
+  readonly port: number;
+  /** undefined for `direct` (the backend itself). */
+  readonly proc: Started | undefined;
+}
+
+export type StartOutcome =
+  | { readonly ok: true; readonly target: RunningTarget }
+  | { readonly ok: false; readonly reason: string };
+
+export interface StartContext {
+  readonly procs: Processes;
+  readonly pinning: Pinning | undefined;
+  readonly ports: Set<number>;
+  readonly nginxBin: string | undefined;
+  readonly haproxyBin: string | undefined;
+  readonly meshletCli: string;
+  readonly repoRoot: string;
+}
+
+/** Find an executable on PATH, also looking in the sbin directories where nginx and haproxy live. */
+export function findExecutable(name: string): string | undefined {
+  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  for (const dir of dirs) {
+    if (dir === '') continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  return undefined;
+}
+
+/** True when `port` answers GET / with 200 and exactly the backend's body. */
+async function servesBody(port: number): Promise<boolean> {
+  const res = await httpGet(port, '/', BENCH_HOST, 1000);
+  if (res.status !== 200) throw new Error(`GET / answered ${res.status}`);
+  if (!res.body.equals(Buffer.from(BODY)))
+    throw new Error(`GET / body is ${res.body.length} bytes, not the backend's`);
+  return true;
+}
+
+/** Write an nginx config, drop temp-path directives this build does not know, and start nginx. */
+async function startNginx(
+  ctx: StartContext,
+  name: string,
+  port: number,
+  cpu: number | undefined,
+  render: (opts: NginxConfOptions) => string,
+): Promise<Started | string> {
+  const bin = ctx.nginxBin;
+  if (bin === undefined) return 'nginx not installed';
+  const dir = ctx.procs.tempDir();
+  const confPath = join(dir, 'nginx.conf');
+  const errorLog = join(dir, 'error.log');
+  const omit = new Set<string>();
+  const base = ['-p', `${dir}/`, '-e', errorLog, '-c', confPath];
+  for (let attempt = 0; attempt <= OPTIONAL_NGINX_TEMP_PATHS.length; attempt++) {
+    writeFileSync(confPath, render({ dir, omit }));
+    const test = (await capture(bin, ['-t', ...base])) ?? '';
+    const unknown = OPTIONAL_NGINX_TEMP_PATHS.find((d) => test.includes(`unknown directive "${d}"`));
+    if (unknown === undefined) {
+      if (!test.includes('test is successful'))
+        return `nginx -t failed: ${test.split('\n').slice(-2).join(' | ')}`;
+      break;
+    }
+    omit.add(unknown);
+  }
+  const proc = ctx.procs.spawn(name, bin, base, { cpu });
+  const failure = await waitUntil(() => servesBody(port), proc, READY_TIMEOUT_MS);
+  if (failure !== undefined) {
+    await ctx.procs.stop(proc);
+    return failure;
+  }
+  return proc;
+}
+
+/** The backend: nginx when installed, else the node:http fallback. Throws when neither starts. */
+export async function startBackend(
+  ctx: StartContext,
+): Promise<{ port: number; kind: string; proc: Started }> {
+  const port = await freePort(ctx.ports);
+  const cpu = ctx.pinning?.loadCpu;
+  if (ctx.nginxBin !== undefined) {
+    const r = await startNginx(ctx, 'backend', port, cpu, (o) => nginxBackendConf(o, port));
+    if (typeof r !== 'string') return { port, kind: 'nginx (1 worker, return 200)', proc: r };
+    process.stdout.write(`backend: nginx failed (${r}); falling back to node:http\n`);
+  }
+  const script = new URL('./node-backend.js', import.meta.url).pathname;
+  const proc = ctx.procs.spawn('backend', process.execPath, [script, String(port)], { cpu });
+  const failure = await waitUntil(() => servesBody(port), proc, READY_TIMEOUT_MS);
+  if (failure !== undefined) throw new Error(`backend did not start: ${failure}`);
+  return { port, kind: 'node:http fallback (nginx missing)', proc };
+}
+
+export async function startTarget(
+  ctx: StartContext,
+  name: TargetName,
+  backendPort: number,
+): Promise<StartOutcome> {
+  const cpu = ctx.pinning?.proxyCpu;
+  switch (name) {
+    case 'direct':
+      return { ok: true, target: { name, port: backendPort, proc: undefined } };
+    case 'nginx': {
+      if (ctx.nginxBin === undefined) return { ok: false, reason: 'nginx is not installed' };
+      const port = await freePort(ctx.ports);
+      const r = await startNginx(ctx, name, port, cpu, (o) => nginxProxyConf(o, port, backendPort));
+      return typeof r === 'string' ? { ok: false, reason: r } : { ok: true, target: { name, port, proc: r } };
+    }
+    case 'haproxy':
+      return startHaproxy(ctx, backendPort, cpu);
+    case 'meshlet-uws':
+      return startMeshlet(ctx, name, 'uws', backendPort, cpu);
+    case 'meshlet-node':
+      return startMeshlet(ctx, name, 'node', backendPort, cpu);
+  }
+}
+
+async function startHaproxy(
+  ctx: StartContext,
+  backendPort: number,
+  cpu: number | undefined,
+): Promise<StartOutcome> {
+  const bin = ctx.haproxyBin;
+  if (bin === undefined) return { ok: false, reason: 'haproxy is not installed' };
+  const port = await freePort(ctx.ports);
+  const dir = ctx.procs.tempDir();
+  const confPath = join(dir, 'haproxy.cfg');
+  writeFileSync(confPath, haproxyConf(port, backendPort));
+  // -db: stay in the foreground, no daemon.
+  const proc = ctx.procs.spawn('haproxy', bin, ['-db', '-f', confPath], { cpu, cwd: dir });
+  const failure = await waitUntil(() => servesBody(port), proc, READY_TIMEOUT_MS);
+  if (failure !== undefined) {
+    await ctx.procs.stop(proc);
+    return { ok: false, reason: failure };
+  }
+  return { ok: true, target: { name: 'haproxy', port, proc } };
+}
+
+async function startMeshlet(
+  ctx: StartContext,
+  name: TargetName,
+  engine: 'uws' | 'node',
+  backendPort: number,
+  cpu: number | undefined,
+): Promise<StartOutcome> {
+  if (!existsSync(ctx.meshletCli)) {
+    return { ok: false, reason: `${ctx.meshletCli} does not exist (meshlet CLI not built yet)` };
+  }
+  const [outbound, inbound, admin] = [
+    await freePort(ctx.ports),
+    await freePort(ctx.ports),
+    await freePort(ctx.ports),
+  ];
+  const dir = ctx.procs.tempDir();
+  const configPath = join(dir, 'bench-backend.yaml');
+  writeFileSync(configPath, meshletServiceEntry(backendPort));
+  const args = [
+    ctx.meshletCli,
+    'run',
+    '--config',
+    configPath,
+    '--outbound-port',
+    String(outbound),
+    '--inbound-port',
+    String(inbound),
+    '--admin-port',
+    String(admin),
+    '--engine',
+    engine,
+    '--log-level',
+    'warn',
+  ];
+  const proc = ctx.procs.spawn(name, process.execPath, args, { cpu, cwd: ctx.repoRoot });
+  const notReady = await waitUntil(
+    async () => {
+      const res = await httpGet(admin, '/ready', `127.0.0.1:${admin}`, 1000);
+      if (res.status !== 200) throw new Error(`/ready answered ${res.status}`);
+      return true;
+    },
+    proc,
+    READY_TIMEOUT_MS,
+  );
+  if (notReady !== undefined) {
+    await ctx.procs.stop(proc);
+    return { ok: false, reason: `admin /ready: ${notReady}` };
+  }
+  // Ready is not enough: the route to the backend must work before we measure it.
+  const noRoute = await waitUntil(() => servesBody(outbound), proc, 3000);
+  if (noRoute !== undefined) {
+    await ctx.procs.stop(proc);
+    return { ok: false, reason: `ready, but Host: ${BENCH_HOST} on the outbound port fails: ${noRoute}` };
+  }
+  return { ok: true, target: { name, port: outbound, proc } };
+}
