@@ -308,3 +308,55 @@ t.test('a VS for an unknown destination host or subset yields noCluster', async 
 function mk(p: string) {
   return match({ uri: prefix(p) });
 }
+
+t.test('registry edge cases: unix sockets, STATIC without endpoints, duplicate hosts', async (t) => {
+  const table = compileRoutes(
+    bundle({
+      serviceEntries: [
+        se('uds', ['uds.local'], [port(80)], {
+          endpoints: [endpoint('unix:///var/run/app.sock', { weight: 0 })],
+        }),
+        se('empty', ['empty.local'], [port(80)], { resolution: 'STATIC' }),
+        se('dup1', ['dup.local'], [port(80)], { endpoints: [endpoint('10.0.0.1')], namespace: 'first' }),
+        se('dup2', ['dup.local'], [port(80), port(81)], {
+          endpoints: [endpoint('10.0.0.2')],
+          namespace: 'second',
+        }),
+      ],
+    }),
+    options(),
+  );
+  t.same(table.clusters.get('outbound|80||uds.local')?.endpoints, [
+    { id: 'unix:///var/run/app.sock', address: 'unix:///var/run/app.sock', port: 0, weight: 1, labels: {} },
+  ]);
+  t.same(table.clusters.get('outbound|80||empty.local')?.endpoints, []);
+  t.same(
+    table.clusters.get('outbound|80||dup.local')?.endpoints.map((e) => e.address),
+    ['10.0.0.1'],
+    'first wins',
+  );
+  t.same(
+    table.clusters.get('outbound|81||dup.local')?.endpoints.map((e) => e.address),
+    ['10.0.0.2'],
+    'ports merge',
+  );
+  t.equal(table.clusters.get('outbound|81||dup.local')?.serviceNamespace, 'first');
+});
+
+t.test('hosts are expanded with the namespace of the referencing resource (pitfall 11)', async (t) => {
+  // `reviews` written in a VS of namespace `prod` is `reviews.prod.svc.cluster.local`: it does not
+  // touch the `default` reviews service.
+  const table = compileRoutes(
+    bundle({
+      serviceEntries: [svc('reviews', 'default', [port(9080)]), svc('reviews', 'prod', [port(9080)])],
+      virtualServices: [
+        vs('reviews', ['reviews.prod.svc.cluster.local'], [rule({ directResponse: { status: 418 } })], {
+          namespace: 'prod',
+        }),
+      ],
+    }),
+    options(),
+  );
+  t.equal(target(table.route(req('reviews'))), `outbound|9080||${REVIEWS}`);
+  t.equal(target(table.route(req('reviews.prod'))), 'direct 418');
+});
