@@ -220,12 +220,13 @@ function parseTrafficPolicy(view: View): TrafficPolicy | undefined {
         if (num.require('port.number')) port = num.port();
       }
     }
+    const components = readComponents(pm);
     if (port === undefined) continue;
     if (portLevelSettings.some((e) => e.port === port)) {
       portView.error(`duplicate portLevelSettings entry for port ${port}`);
       continue;
     }
-    portLevelSettings.push({ port, ...readComponents(pm) });
+    portLevelSettings.push({ port, ...components });
   }
   return { ...top, portLevelSettings };
 }

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { formatIssue } from '../../../src/config/format-issue.ts';
 import { loadConfig, parseConfigText } from '../../../src/config/load-config.ts';
+import type { ConfigIssue } from '../../../src/config/resource-types.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const samples = resolve(repoRoot, '../shared/istio-samples');
@@ -36,7 +37,7 @@ function fillTemplate(text: string, values: Readonly<Record<string, string>>): s
     });
 }
 
-const errorsOf = (issues: readonly { severity: string }[]) => issues.filter((i) => i.severity === 'error');
+const errorsOf = (issues: readonly ConfigIssue[]) => issues.filter((i) => i.severity === 'error');
 
 t.test('shared/istio-samples is present beside the repository', async (t) => {
   t.ok(existsSync(samples), `expected ${samples}`);
