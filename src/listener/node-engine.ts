@@ -15,7 +15,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { isBodilessStatus, isFieldValue, isToken, rawLocalReply, reasonPhrase } from './http-syntax.ts';
+import {
+  checkRequestHead,
+  isBodilessStatus,
+  isFieldValue,
+  isHeadProblem,
+  isToken,
+  rawLocalReply,
+  reasonPhrase,
+} from './http-syntax.ts';
 import type {
   BodyStream,
   HeaderList,
@@ -33,6 +41,8 @@ class NodeListenerState {
   draining = false;
   /** The exchange currently using each socket, so `clientError` knows whether a response started. */
   readonly active = new WeakMap<Duplex, NodeExchange>();
+  /** Connections whose request was refused with 400: nothing more from them reaches the handler. */
+  readonly refused = new WeakSet<Duplex>();
 }
 
 class NodeBody implements BodyStream {
@@ -65,6 +75,9 @@ class NodeExchange implements ResponseSink {
   aborted = false;
   private finished = false;
   private headSent = false;
+  private flushed = false;
+  private status = 200;
+  private headOut: string[] = [];
   private endCalled = false;
   private bodiless = false;
   private closeAfter = false;
@@ -101,12 +114,18 @@ class NodeExchange implements ResponseSink {
 
   /** Whether the status line went out (then `clientError` must not write a raw reply). */
   responseStarted(): boolean {
-    return this.headSent;
+    return this.flushed;
   }
 
+  /**
+   * Records status and headers; they go out with the first body byte or `end` (node would not
+   * send them earlier either), so `end(…, close)` can still add `connection: close` and a one-shot
+   * `end(body)` gets a Content-Length, as on uWS.
+   */
   writeHead(status: number, headers: HeaderList): void {
     if (this.finished || this.headSent) return;
     this.headSent = true;
+    this.status = status;
     this.bodiless = this.req.method === 'HEAD' || isBodilessStatus(status);
     const out: string[] = [];
     let lengthSeen = false;
@@ -125,11 +144,21 @@ class NodeExchange implements ResponseSink {
       if (!isToken(name) || !isFieldValue(value)) continue;
       out.push(name, value);
     }
+    this.headOut = out;
+  }
+
+  private flushHead(oneShotLength: number): void {
+    if (this.flushed) return;
+    this.flushed = true;
+    const out = this.headOut;
+    if (oneShotLength >= 0 && this.declared === -1 && !this.bodiless) {
+      out.push('content-length', String(oneShotLength));
+    }
     if (this.closeAfter || this.state.draining) {
       out.push('connection', 'close');
       this.closeHeaderSent = true;
     }
-    this.res.writeHead(status, reasonPhrase(status), out);
+    this.res.writeHead(this.status, reasonPhrase(this.status), out);
   }
 
   write(chunk: Buffer): boolean {
@@ -138,6 +167,7 @@ class NodeExchange implements ResponseSink {
     if (chunk.length === 0 || this.bodiless) return !this.needDrain;
     const data = this.clamp(chunk);
     if (data.length === 0) return true;
+    this.flushHead(-1);
     this.written += data.length;
     const ok = this.res.write(data);
     if (!ok) {
@@ -161,10 +191,12 @@ class NodeExchange implements ResponseSink {
     if (close === true) this.closeAfter = true;
     if (!this.headSent) this.writeHead(200, []);
     if (this.bodiless) {
+      this.flushHead(-1);
       this.res.end();
       return;
     }
     const data = chunk === undefined ? EMPTY : this.clamp(chunk);
+    this.flushHead(this.written === 0 ? data.length : -1);
     this.written += data.length;
     if (this.declared !== -1 && this.written < this.declared) {
       // Fewer bytes than the Content-Length promised: cut so the client cannot mistake it.
@@ -191,6 +223,7 @@ class NodeExchange implements ResponseSink {
     this.closeAfter = true;
     this.writeHead(status, headers);
     this.endCalled = true;
+    this.flushHead(-1);
     this.res.end(body);
   }
 
@@ -293,16 +326,34 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     state.inFlight++;
     const exchange = new NodeExchange(req, res, state);
-    state.active.set(req.socket, exchange);
-    if (missingHost(req)) {
-      exchange.localReply(400, 'malformed request: missing host header', 'DPE');
+    const socket = req.socket;
+    if (state.refused.has(socket)) {
+      // A request pipelined behind one we refused: the connection closes after that 400.
+      exchange.destroy();
+      return;
+    }
+    state.active.set(socket, exchange);
+    const method = req.method ?? 'GET';
+    const target = req.url ?? '/';
+    const headers = headerList(req);
+    // llhttp is strict, but not about everything a proxy must refuse (it lets a request with
+    // `Transfer-Encoding: gzip` through, for one): the same head rules as the uws engine.
+    const framing = checkRequestHead(method, target, headers);
+    let problem: string | null = null;
+    if (isHeadProblem(framing)) problem = framing.problem;
+    else if (!framing.hasHost && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      problem = 'missing host header';
+    }
+    if (problem !== null) {
+      state.refused.add(socket);
+      exchange.localReply(400, `malformed request: ${problem}`, 'DPE');
       return;
     }
     const incoming = new NodeIncoming(
-      req.method ?? 'GET',
-      req.url ?? '/',
-      headerList(req),
-      req.socket.remoteAddress ?? '',
+      method,
+      target,
+      headers,
+      socket.remoteAddress ?? '',
       port,
       hasRequestBody(req) ? new NodeBody(req) : null,
     );

@@ -486,7 +486,7 @@ function onRequest(
   const method = req.getCaseSensitiveMethod();
   const url = req.getUrl();
   const query = req.getQuery();
-  const target = query === '' ? url : `${url}?${query}`;
+  const target = query === undefined || query === '' ? url : `${url}?${query}`;
   const headers: HeaderList = [];
   req.forEach((k, v) => {
     headers.push(k, v);
