@@ -129,6 +129,31 @@ export function isTargetText(s: string): boolean {
   return true;
 }
 
+/** Strips optional whitespace (SP / HTAB) only: `String.prototype.trim` would also eat NBSP etc. */
+export function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/**
+ * `transfer_encoding`, `Transfer---Encoding`, `content_length`: valid tokens, so parsers pass them
+ * on as unrelated fields, but some servers fold `_` into `-` and would read them as framing.
+ */
+function isFramingLookAlike(name: string): boolean {
+  const c0 = name.charCodeAt(0);
+  if ((c0 !== 0x74 && c0 !== 0x63) || name.length < 14 || name.length > 40) return false;
+  if (name === 'content-length' || name === 'transfer-encoding') return false;
+  let letters = '';
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x61 && c <= 0x7a) letters += name[i];
+  }
+  return letters === 'contentlength' || letters === 'transferencoding';
+}
+
 function isDigits(s: string): boolean {
   if (s.length === 0) return false;
   for (let i = 0; i < s.length; i++) {
@@ -145,6 +170,8 @@ export interface RequestFraming {
   readonly chunked: boolean;
   /** `Connection: upgrade` with an `Upgrade` header. */
   readonly upgrade: boolean;
+  /** The client sent `Connection: close`: close after the response. */
+  readonly close: boolean;
   readonly hasHost: boolean;
 }
 
@@ -155,7 +182,7 @@ export interface HeadProblem {
 
 function hasToken(list: string, token: string): boolean {
   for (const part of list.split(',')) {
-    if (part.trim().toLowerCase() === token) return true;
+    if (trimOws(part).toLowerCase() === token) return true;
   }
   return false;
 }
@@ -183,25 +210,27 @@ export function checkRequestHead(
   let connectionUpgrade = false;
   let upgradeHeader = false;
   let hasHost = false;
+  let close = false;
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = headers[i] as string;
     const value = headers[i + 1] as string;
     if (!isToken(name)) return { problem: 'invalid header name' };
+    if (isFramingLookAlike(name)) return { problem: `header ${name} looks like a framing header` };
     if (!isFieldValue(value)) return { problem: `invalid character in header ${name}` };
     switch (name) {
       case 'content-length': {
         if (contentLength !== -1) return { problem: 'multiple content-length headers' };
-        const v = value.trim();
+        const v = trimOws(value);
         if (!isDigits(v) || v.length > 15) return { problem: 'invalid content-length' };
         contentLength = Number(v);
         break;
       }
       case 'transfer-encoding': {
         for (const raw of value.split(',')) {
-          const coding = raw.trim();
+          const coding = trimOws(raw);
           if (coding.length === 0) continue;
           const semi = coding.indexOf(';');
-          const codingName = (semi === -1 ? coding : coding.slice(0, semi)).trim().toLowerCase();
+          const codingName = trimOws(semi === -1 ? coding : coding.slice(0, semi)).toLowerCase();
           if (!isToken(codingName)) return { problem: 'invalid transfer-encoding' };
           if (chunked) return { problem: 'transfer-encoding: chunked is not the final coding' };
           if (codingName === 'chunked') {
@@ -214,6 +243,7 @@ export function checkRequestHead(
       }
       case 'connection':
         if (hasToken(value, 'upgrade')) connectionUpgrade = true;
+        if (hasToken(value, 'close')) close = true;
         break;
       case 'upgrade':
         upgradeHeader = true;
@@ -226,7 +256,7 @@ export function checkRequestHead(
   }
   if (teSeen && !chunked) return { problem: 'transfer-encoding without chunked as the final coding' };
   if (teSeen && contentLength !== -1) return { problem: 'both transfer-encoding and content-length' };
-  return { contentLength, chunked, upgrade: connectionUpgrade && upgradeHeader, hasHost };
+  return { contentLength, chunked, upgrade: connectionUpgrade && upgradeHeader, close, hasHost };
 }
 
 export function isHeadProblem(r: RequestFraming | HeadProblem): r is HeadProblem {

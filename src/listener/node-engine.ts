@@ -23,6 +23,7 @@ import {
   isToken,
   rawLocalReply,
   reasonPhrase,
+  trimOws,
 } from './http-syntax.ts';
 import type {
   BodyStream,
@@ -112,6 +113,11 @@ class NodeExchange implements ResponseSink {
     this.writableCbs.push(cb);
   }
 
+  /** The client sent `Connection: close`; node does not always act on it (e.g. `close\t`). */
+  closeAfterResponse(): void {
+    this.closeAfter = true;
+  }
+
   /** Whether the status line went out (then `clientError` must not write a raw reply). */
   responseStarted(): boolean {
     return this.flushed;
@@ -133,7 +139,7 @@ class NodeExchange implements ResponseSink {
       const name = headers[i] as string;
       const value = headers[i + 1] as string;
       if (name === 'content-length') {
-        const v = value.trim();
+        const v = trimOws(value);
         if (lengthSeen || status === 204 || status < 200 || !LENGTH_VALUE.test(v)) continue;
         lengthSeen = true;
         if (!this.bodiless) this.declared = Number(v);
@@ -349,6 +355,7 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
       exchange.localReply(400, `malformed request: ${problem}`, 'DPE');
       return;
     }
+    if (!isHeadProblem(framing) && framing.close) exchange.closeAfterResponse();
     const incoming = new NodeIncoming(
       method,
       target,

@@ -41,6 +41,7 @@ import {
   isHeadProblem,
   isToken,
   statusLine,
+  trimOws,
 } from './http-syntax.ts';
 import type {
   BodyStream,
@@ -198,6 +199,8 @@ class UwsExchange implements ResponseSink {
   readonly res: UwsResponse;
   private readonly state: UwsListenerState;
   private readonly isHead: boolean;
+  /** The client asked for `Connection: close`. */
+  clientClose = false;
 
   constructor(res: UwsResponse, state: UwsListenerState, isHead: boolean) {
     this.res = res;
@@ -235,7 +238,7 @@ class UwsExchange implements ResponseSink {
         const value = headers[i + 1] as string;
         if (name === 'content-length') {
           if (lengthWritten || status === 204 || status < 200) continue;
-          const v = value.trim();
+          const v = trimOws(value);
           if (!LENGTH_VALUE.test(v)) continue;
           lengthWritten = true;
           if (bodiless) {
@@ -284,7 +287,7 @@ class UwsExchange implements ResponseSink {
     this.endCalled = true;
     if (this.mode === Mode.none) this.writeHead(200, []);
     const data = chunk ?? EMPTY;
-    const closeWanted = close === true || this.state.draining;
+    const closeWanted = close === true || this.clientClose || this.state.draining;
     const res = this.res;
     switch (this.mode) {
       case Mode.bodiless:
@@ -353,7 +356,7 @@ class UwsExchange implements ResponseSink {
   private startBody(): void {
     if (this.bodyStarted) return;
     this.bodyStarted = true;
-    if (this.state.draining) this.res.writeHeader('connection', 'close');
+    if (this.state.draining || this.clientClose) this.res.writeHeader('connection', 'close');
   }
 
   /** tryEnd one chunk (clamped to the declared length); false when uWS took only part of it. */
@@ -512,6 +515,7 @@ function onRequest(
     );
     return;
   }
+  exchange.clientClose = framing.close;
   const body = framing.chunked || framing.contentLength > 0 ? new UwsBody(exchange) : null;
   const incoming = new UwsIncoming(method, target, headers, remoteText(res), port(), body);
   try {

@@ -119,6 +119,8 @@ export interface RawOptions {
   /** Quiet time after the expected responses, to catch extra bytes or a close. */
   readonly settleMs?: number;
   readonly heads?: readonly boolean[];
+  /** Resolve once data arrived and then nothing more for this long (ms). */
+  readonly idleMs?: number;
 }
 
 /** Sends raw bytes, collects what comes back until close, timeout, or the expected responses. */
@@ -143,6 +145,10 @@ export function rawRequest(port: number, bytes: Buffer | string, opts: RawOption
     const timer = setTimeout(() => finish(false, true), timeoutMs);
     socket.on('data', (d: Buffer) => {
       parts.push(d);
+      if (opts.idleMs !== undefined) {
+        if (settleTimer !== null) clearTimeout(settleTimer);
+        settleTimer = setTimeout(() => finish(false, false), opts.idleMs);
+      }
       if (opts.responses === undefined) return;
       const got = parseResponses(Buffer.concat(parts), false, opts.heads).length;
       if (got >= opts.responses) {
