@@ -133,6 +133,7 @@ class UwsBody implements BodyStream {
 
   private onChunk(ab: ArrayBuffer, isLast: boolean): void {
     // The ArrayBuffer is neutered when this callback returns: copy.
+    if (this.consumer === null && !this.exchange.resUsable()) return; // response over, nobody reads
     const chunk = ab.byteLength === 0 ? EMPTY : Buffer.from(new Uint8Array(ab));
     if (isLast) this.gotLast = true;
     if (this.consumer !== null && !this.paused && this.queue.length === 0) {
@@ -472,6 +473,12 @@ class UwsIncoming implements IncomingRequest {
   }
 }
 
+/** forEach target, created once: no closure per request (architecture-anchors §6.10). */
+let collecting: HeaderList = [];
+function collectHeader(name: string, value: string): void {
+  collecting.push(name, value);
+}
+
 function remoteText(res: UwsResponse): string {
   const text = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
   return text.includes(':') ? compactIpv6(text) : text;
@@ -491,9 +498,8 @@ function onRequest(
   const query = req.getQuery();
   const target = query === undefined || query === '' ? url : `${url}?${query}`;
   const headers: HeaderList = [];
-  req.forEach((k, v) => {
-    headers.push(k, v);
-  });
+  collecting = headers;
+  req.forEach(collectHeader);
   state.inFlight++;
   const exchange = new UwsExchange(res, state, method === 'HEAD');
   const framing = checkRequestHead(method, target, headers);
