@@ -101,6 +101,8 @@ class Exchange implements UpstreamHandler {
   /** Endpoints already tried by this request (connect-failure retries go elsewhere). */
   tried: Set<string> | null = null;
   retriesLeft = 0;
+  /** Upstream attempts made so far. */
+  attempts = 0;
 
   readonly pipeline: ProxyPipeline;
   readonly req: IncomingRequest;
@@ -403,6 +405,7 @@ export class ProxyPipeline {
       return;
     }
     ex.endpoint = endpoint;
+    ex.attempts++;
     if (ex.tried === null) ex.tried = new Set();
     ex.tried.add(endpoint.id);
     this.send(ex, endpoint, ex.authority, ex.path, ex.upstreamHeaders);
