@@ -117,10 +117,10 @@ export function buildCli(): Command {
     .option('--namespace <ns>', 'namespace of this workload (default "default")')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .addOption(
-      new Option('--engine <engine>', 'listener engine (default uws, falls back to node)').choices([
-        'uws',
-        'node',
-      ]),
+      new Option(
+        '--engine <engine>',
+        'listener engine: node (default) or uws (faster; no absolute-form targets, see README)',
+      ).choices(['uws', 'node']),
     )
     .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests (default 10000)', (v) => {
       if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be milliseconds');

@@ -48,6 +48,12 @@ export const DEFAULTS = {
   namespace: 'default',
   domainSuffix: 'cluster.local',
   drainTimeoutMs: 10_000,
+  /**
+   * node, not uws: the uWebSockets.js build we can load answers absolute-form requests (HTTP_PROXY
+   * clients) with 505 and silently stalls on valid header names such as `x_api_key`, so it cannot
+   * be the default without breaking the process contract. `--engine uws` is the opt-in fast path.
+   */
+  engine: 'node',
 } as const;
 
 /** Parses `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning 127.0.0.1). Returns null when malformed. */
@@ -82,7 +88,7 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     adminHost: '127.0.0.1',
     adminPort: flags.adminPort ?? p.adminPort ?? DEFAULTS.adminPort,
     app,
-    engine: flags.engine ?? p.engine ?? 'uws',
+    engine: flags.engine ?? p.engine ?? DEFAULTS.engine,
     logLevel: flags.logLevel ?? p.logLevel ?? 'info',
     outboundTrafficPolicy: p.outboundTrafficPolicy ?? 'ALLOW_ANY',
     drainTimeoutMs: flags.drainTimeoutMs ?? p.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,

@@ -53,7 +53,8 @@ t.test('bad arguments exit 2', async (t) => {
 t.test('every networking sample from Istio validates', async (t) => {
   const files = yamlFiles(join(SHARED, 'istio-samples')).filter((f) => {
     const text = readFileSync(f, 'utf8');
-    return /networking\.istio\.io/.test(text) && !/security\.istio\.io/.test(text);
+    // Go templates ({{ .Var }}) are filled in and loaded by test/unit/config; here the files run as they are.
+    return /networking\.istio\.io/.test(text) && !/security\.istio\.io/.test(text) && !text.includes('{{');
   });
   t.ok(files.length >= 15, `${files.length} networking sample files found`);
   for (const f of files) {
@@ -120,5 +121,5 @@ t.test('security resources are refused until zero-trust support lands', async (t
   );
   const r = await runCli(['validate', f]);
   t.equal(r.code, 2);
-  t.match(r.stdout, /pa\.yaml:1:1: error: .*PeerAuthentication.*not supported/i);
+  t.match(r.stdout, /pa\.yaml:2:7: error: .*PeerAuthentication.*not supported yet/i);
 });

@@ -176,6 +176,12 @@ for (const engine of ['uws', 'node'] as const) {
         path: 'http://reviews:9080/items/7',
         method: 'GET',
       });
+      if (engine === 'uws') {
+        // Documented limitation: uWebSockets.js answers absolute-form targets itself, before meshlet sees them.
+        t.equal(res.statusCode, 505, 'uws refuses absolute-form targets (README: use the node engine)');
+        await res.body.dump();
+        return;
+      }
       t.equal(res.statusCode, 200);
       const echo = (await res.body.json()) as Echo;
       t.equal(echo.name, 'v2');
