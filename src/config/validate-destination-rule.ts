@@ -180,6 +180,21 @@ const COMPONENT_NAMES = Object.keys(COMPONENTS) as ComponentName[];
 
 type Components = { -readonly [K in ComponentName]?: Readonly<Record<string, unknown>> };
 
+/** Validated now, acted on by later work: each present component is a warning naming it. */
+const NOT_ACTED_ON: Readonly<
+  Record<ComponentName, (value: Readonly<Record<string, unknown>>) => string | null>
+> = {
+  loadBalancer: () =>
+    'loadBalancer is validated but not acted on yet; endpoints are balanced by weighted round robin',
+  connectionPool: () =>
+    'connectionPool is validated but not acted on yet; no connection or request limits apply',
+  outlierDetection: () => 'outlierDetection is validated but not acted on yet; no endpoint is ejected',
+  tls: (value) =>
+    value['mode'] === undefined || value['mode'] === 'DISABLE'
+      ? null
+      : `tls mode ${String(value['mode'])} is not implemented yet: meshlet sends plaintext to this destination`,
+};
+
 function readComponents(m: MapView): Components {
   const out: Components = {};
   for (const name of COMPONENT_NAMES) {
@@ -190,6 +205,8 @@ function readComponents(m: MapView): Components {
     if (mm === undefined || typeof schema === 'string' || !('object' in schema)) continue;
     const value: Record<string, Plain> = readObject(mm, schema);
     out[name] = value;
+    const warning = NOT_ACTED_ON[name](value);
+    if (warning !== null) view.warn(warning);
   }
   return out;
 }

@@ -269,6 +269,11 @@ function parseHttpRoute(view: View, scope: Scope): HTTPRoute | undefined {
 
   const retries = m.has('retries') ? parseRetries(m.get('retries')) : undefined;
   if (m.has('retries') && retries === undefined) ok = false;
+  if (retries !== undefined && retries.attempts > 0) {
+    m.get('retries').warn(
+      'retries: only connect-failure retries of requests without a body are acted on yet; perTryTimeout, backoff and the other retryOn conditions are not',
+    );
+  }
   const fault = m.has('fault') ? parseFault(m.get('fault')) : undefined;
   if (m.has('fault') && fault === undefined) ok = false;
 
@@ -299,6 +304,11 @@ function parseHttpRoute(view: View, scope: Scope): HTTPRoute | undefined {
     else mirrors.push({ destination, fraction });
   }
 
+  if (mirrors.length > 0) {
+    m.get(m.has('mirrors') ? 'mirrors' : 'mirror').warn(
+      'mirroring is not implemented yet; no copy of the traffic is sent',
+    );
+  }
   const corsView = m.get('corsPolicy');
   let corsPolicy: unknown;
   if (corsView.present) {

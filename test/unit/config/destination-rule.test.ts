@@ -133,7 +133,40 @@ t.test('unknown and not implemented fields warn', async (t) => {
   t.same(msgs(b), []);
   t.same(msgs(b, 'warning'), [
     'spec.trafficPolicy.tunnel | tunnel is not implemented; ignored',
+    'spec.trafficPolicy.connectionPool | connectionPool is validated but not acted on yet; no connection or request limits apply',
     'spec.trafficPolicy.connectionPool.tcp.maxConnectons | unknown field; ignored',
   ]);
   t.same(b.destinationRules[0]?.spec.trafficPolicy?.connectionPool, { tcp: {} });
+});
+
+t.test('policy components that are not acted on yet are warnings naming them', async (t) => {
+  const b = parseConfigText([
+    {
+      name: 'dr.yaml',
+      text: `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: r }
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: { simple: RANDOM }
+    outlierDetection: { consecutive5xxErrors: 3 }
+    tls: { mode: ISTIO_MUTUAL }
+  subsets:
+    - name: v1
+      labels: { version: v1 }
+      trafficPolicy: { tls: { mode: DISABLE } }
+`,
+    },
+  ]);
+  t.same(
+    b.issues.filter((i) => i.severity === 'error'),
+    [],
+  );
+  const warnings = b.issues.map((i) => `${i.pos.line}:${i.pos.col} ${i.message}`);
+  t.same(warnings, [
+    '7:19 loadBalancer is validated but not acted on yet; endpoints are balanced by weighted round robin',
+    '8:23 outlierDetection is validated but not acted on yet; no endpoint is ejected',
+    '9:10 tls mode ISTIO_MUTUAL is not implemented yet: meshlet sends plaintext to this destination',
+  ]);
 });

@@ -422,3 +422,32 @@ t.test('header edits: names lowercased, order kept', async (t) => {
   });
   t.same(route(b).route[0]?.headers, { response: { set: [['x-dest', 'a']], add: [], remove: [] } });
 });
+
+t.test('retries and mirrors are kept but warned about until the resilience work acts on them', async (t) => {
+  const b = parseConfigText([
+    {
+      name: 'vs.yaml',
+      text: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: r }
+spec:
+  hosts: [reviews]
+  http:
+    - route: [{ destination: { host: reviews } }]
+      retries: { attempts: 3, retryOn: 5xx }
+      mirror: { host: shadow }
+    - route: [{ destination: { host: reviews } }]
+      retries: { attempts: 0 }
+`,
+    },
+  ]);
+  t.same(
+    b.issues.filter((i) => i.severity === 'error'),
+    [],
+  );
+  const warnings = b.issues.map((i) => `${i.pos.line} ${i.path.replace(/^.*: /, '')} ${i.message}`);
+  t.equal(warnings.length, 2, 'attempts: 0 (retries off) is fully implemented, so no warning for it');
+  t.match(warnings[0], /^8 spec\.http\[0\]\.retries retries: only connect-failure retries/);
+  t.match(warnings[1], /^9 spec\.http\[0\]\.mirror mirroring is not implemented yet/);
+  t.equal(b.virtualServices[0]?.spec.http[0]?.retries?.attempts, 3, 'the policy is kept typed');
+});
