@@ -180,6 +180,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       host: settings.outboundHost,
       port: settings.outboundPort,
       handler: pipeline.outbound,
+      onUpgrade: pipeline.upgrade('source'),
       name: 'outbound',
     }),
   );
@@ -189,6 +190,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       host: settings.inboundHost,
       port: settings.inboundPort,
       handler: pipeline.inbound,
+      onUpgrade: pipeline.upgrade('destination'),
       name: 'inbound',
     }),
   );

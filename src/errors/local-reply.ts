@@ -52,6 +52,11 @@ export const LOCAL_REPLIES = {
   upstreamProtocolError: reply(502, 'UPE', 'upstream sent an invalid HTTP response'),
   routeTimeout: reply(504, 'UT', 'upstream request timeout'),
   faultAbort: reply(0, 'FI', 'fault filter abort'),
+  upgradeNotRoutable: reply(
+    400,
+    '',
+    'bad request: this route answers locally (redirect or direct response) and cannot be upgraded',
+  ),
 } as const satisfies Record<string, LocalReply>;
 
 /** 404 NR for a known host whose rules did not match, 502 NR for an unknown host under REGISTRY_ONLY. */

@@ -8,11 +8,13 @@ import {
   noRouteReply,
   sendLocalReply,
 } from '../errors/local-reply.ts';
+import { rawLocalReply } from '../listener/http-syntax.ts';
 import type {
   HeaderList,
   IncomingRequest,
   RequestHandler,
   ResponseSink,
+  UpgradeHandler,
 } from '../listener/listener-types.ts';
 import { applyHeaderOps } from '../router/header-edits.ts';
 import type { Cluster, Endpoint, RouteDecision } from '../router/route-types.ts';
@@ -24,6 +26,7 @@ import {
   type WorkloadIdentity,
 } from '../telemetry/metrics.ts';
 import { prepareUpstreamHeaders } from '../upstream/forward-headers.ts';
+import { openUpgradeTunnel } from '../upstream/upgrade-tunnel.ts';
 import type {
   UpstreamCall,
   UpstreamClient,
@@ -264,6 +267,78 @@ export class ProxyPipeline {
       return;
     }
     this.send(ex, app, ex.authority === '' ? `${app.address}:${app.port}` : ex.authority, ex.path, []);
+  };
+
+  /**
+   * Upgrade (WebSocket) passthrough, node engine only: route like any request, then hand the raw
+   * connection to a tunnel. Anything that cannot be tunnelled gets a local reply and is closed.
+   * Tunnels are not counted in the request metrics (their lifetime is the connection's).
+   */
+  readonly upgrade = (reporter: 'source' | 'destination'): UpgradeHandler => {
+    return (req, socket, head) => {
+      const refuse = (r: LocalReply): void => {
+        socket.end(rawLocalReply(r.status, r.body, r.flags === '' ? null : r.flags));
+      };
+      const target = parseRequestTarget(req.target, req.headers);
+      let upstream: UpstreamTarget | null;
+      let authority = target?.authority ?? '';
+      let path = target?.path ?? req.target;
+      let headers = req.headers;
+      if (reporter === 'destination') {
+        upstream = this.deps.app;
+        if (upstream === null) return refuse(LOCAL_REPLIES.noUpstreamForInbound);
+      } else {
+        if (target === null) return refuse(LOCAL_REPLIES.missingHost);
+        const d = this.deps.store.current.routes.route({
+          method: req.method,
+          authority: target.authority,
+          path: target.path,
+          scheme: target.scheme ?? 'http',
+          headers: req.headers,
+        });
+        switch (d.kind) {
+          case 'forward': {
+            const endpoint = this.deps.balancers.pickerFor(d.cluster.name, d.cluster.endpoints).pick();
+            if (endpoint === null) return refuse(LOCAL_REPLIES.noHealthyUpstream);
+            upstream = endpoint;
+            authority = d.authority;
+            path = d.path;
+            if (d.requestHeaders.length > 0) headers = applyHeaderOps(headers, d.requestHeaders);
+            break;
+          }
+          case 'passthrough':
+            upstream = { address: d.host, port: d.port };
+            break;
+          case 'noRoute':
+            return refuse(noRouteReply(d.status, d.reason));
+          case 'noCluster':
+            return refuse(noClusterReply(d.reason));
+          default:
+            return refuse(LOCAL_REPLIES.upgradeNotRoutable);
+        }
+      }
+      const prepared = prepareUpstreamHeaders(headers, {
+        authority,
+        remoteAddress: req.remoteAddress,
+        scheme: req.secure ? 'https' : 'http',
+        requestId: headerValue(req.headers, 'x-request-id') ?? this.deps.requestId(),
+      });
+      openUpgradeTunnel(
+        upstream,
+        { method: req.method, path, headers: prepared.headers, body: null, expectContinue: false },
+        socket,
+        head,
+        (failure) => {
+          refuse(
+            failure === 'connect' || failure === 'timeout'
+              ? LOCAL_REPLIES.connectFailure
+              : failure === 'protocol'
+                ? LOCAL_REPLIES.upstreamProtocolError
+                : LOCAL_REPLIES.upstreamReset,
+          );
+        },
+      );
+    };
   };
 
   private begin(ex: Exchange): void {
