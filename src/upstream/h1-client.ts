@@ -1,0 +1,695 @@
+/**
+ * A lean HTTP/1.1 upstream client for the hot path, on raw `net.Socket`s. What it does not handle goes
+ * to `opts.fallback` (the undici client) for that request:
+ * - targets whose address is not an IP literal (DNS) or whose port is invalid (decided once per
+ *   endpoint and cached);
+ * - `expectContinue`, upgrade requests (an `upgrade` header), CONNECT.
+ *
+ * Connections. Per endpoint (`address:port`) a stack of idle keep-alive sockets (most recently used
+ * first); one request at a time per socket, no pipelining; a new socket when none is idle (no cap:
+ * circuit breaking happens before the client). Idle sockets are closed after `keepAliveTimeoutMs`
+ * (default 4 s), or after the server's `Keep-Alive: timeout=N` minus 1 s, by one coarse sweep timer
+ * per endpoint that runs only while the endpoint has idle sockets; a sweep closes a socket up to one
+ * sweep period early, never late. At most `maxIdlePerEndpoint` (default 1024) idle sockets are kept.
+ * A socket is reused only after a complete response with keep-alive semantics (HTTP/1.1 without
+ * `Connection: close`, HTTP/1.0 with `Connection: keep-alive`), a request body written completely, and
+ * no byte after the response; otherwise it is destroyed. An idle socket that receives anything (bytes,
+ * FIN, an error) is dropped.
+ *
+ * Stale keep-alive race. A server may close an idle connection at the moment we write a new request
+ * on it. If a reused socket fails (ECONNRESET, EPIPE, or a clean close) before any byte of the
+ * response arrived, and the request has no body, the request is written once more on a fresh
+ * connection, without telling the handler. This is safe: HTTP/1.1 lets a client retry a request when
+ * the connection closed before any part of the response (RFC 9112 §9.3.1); with no body, the server
+ * got at most the head and sent nothing back, and a server closing an idle connection does so without
+ * processing what arrives after. Requests with a body are not retried here (bytes of it may have been
+ * consumed): they fail with `reset`, and retrying is the retry stage's decision.
+ *
+ * Requests. The request line and headers (final, from `prepareUpstreamHeaders`) go out in one
+ * `socket.write` of a latin1 string. A body with a `content-length` header is written as is (and
+ * must match it, else `reset`, as undici reports a length mismatch); without one it is sent with
+ * `transfer-encoding: chunked`; with no body, POST / PUT / PATCH get `content-length: 0`. When
+ * `socket.write` returns false the `BodyStream` is paused until `'drain'`. The body is attached only
+ * once the connection is up, so a `connect` / `timeout` failure never consumed it.
+ *
+ * Responses: `H1ResponseParser` (strictness described there). Body slices go to `handler.onData`; when
+ * it returns false the socket is paused until `resume()`.
+ *
+ * Failures, as undici-upstream classifies them: `connect` (refused, unreachable, any error before the
+ * connection is up), `timeout` (connect timeout, default 10 s), `reset` (closed or reset after that),
+ * `protocol` (invalid response, or an invalid request head). `abort()` destroys the socket; no
+ * callback fires afterwards.
+ *
+ * Allocation per request: the `H1Call` object (parser state included), the head string, the header
+ * list, and for a request with a body one closure for `BodyStream.onData`. Socket listeners are attached
+ * once per socket and route events to the current call through `Conn.call`.
+ */
+import { connect, isIP, type Socket } from 'node:net';
+import { isFieldValue, isTargetText, isToken } from '../listener/http-syntax.ts';
+import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import { H1ResponseParser } from './h1-response-parser.ts';
+import type {
+  UpstreamCall,
+  UpstreamClient,
+  UpstreamFailure,
+  UpstreamHandler,
+  UpstreamRequest,
+  UpstreamTarget,
+} from './upstream-types.ts';
+
+export interface H1UpstreamOptions {
+  /** Takes every request the lean path does not handle (see the top of this file). */
+  readonly fallback: UpstreamClient;
+  /** Default 10 000 (Istio's mesh `connectTimeout`). */
+  readonly connectTimeoutMs?: number;
+  /** Idle time before a pooled socket is closed when the server sends no hint. Default 4 000. */
+  readonly keepAliveTimeoutMs?: number;
+  /** Idle sockets kept per endpoint. Default 1024. */
+  readonly maxIdlePerEndpoint?: number;
+}
+
+export interface H1Upstream extends UpstreamClient {
+  /**
+   * Closes the idle sockets of endpoints whose `address:port` key is not in `keys` and forgets them
+   * (sockets in use are closed when their request ends). Passed on to the fallback when it has `retain`.
+   */
+  retain(keys: ReadonlySet<string>): void;
+  /** `address:port` keys of the lean endpoints currently known. */
+  endpoints(): string[];
+}
+
+/** Upper bound for a server's keep-alive hint. */
+const MAX_KEEP_ALIVE_MS = 600_000;
+
+interface Settings {
+  readonly fallback: UpstreamClient;
+  readonly connectTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxIdle: number;
+  readonly sweepMs: number;
+  /** Calls in flight on the lean path (for `close`). */
+  busy: number;
+  closed: boolean;
+  drained: (() => void) | null;
+}
+
+export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
+  const keepAliveTimeoutMs = opts.keepAliveTimeoutMs ?? 4_000;
+  const settings: Settings = {
+    fallback: opts.fallback,
+    connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    keepAliveTimeoutMs,
+    maxIdle: opts.maxIdlePerEndpoint ?? 1024,
+    sweepMs: Math.min(1000, Math.max(25, Math.floor(keepAliveTimeoutMs / 4))),
+    busy: 0,
+    closed: false,
+    drained: null,
+  };
+  const fallback = opts.fallback;
+  // address → port → endpoint: a lookup builds no key string.
+  const endpoints = new Map<string, Map<number, Endpoint>>();
+
+  function endpointFor(target: UpstreamTarget): Endpoint {
+    let byPort = endpoints.get(target.address);
+    if (byPort === undefined) {
+      byPort = new Map();
+      endpoints.set(target.address, byPort);
+    }
+    let ep = byPort.get(target.port);
+    if (ep === undefined) {
+      ep = new Endpoint(settings, target.address, target.port);
+      byPort.set(target.port, ep);
+    }
+    return ep;
+  }
+
+  return {
+    send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall {
+      if (req.expectContinue || req.method === 'CONNECT' || hasUpgrade(req.headers)) {
+        return fallback.send(target, req, handler);
+      }
+      const ep = endpointFor(target);
+      if (!ep.lean) return fallback.send(target, req, handler);
+      const call = new H1Call(ep, req, handler);
+      call.start();
+      return call;
+    },
+
+    retain(keys: ReadonlySet<string>): void {
+      for (const [address, byPort] of endpoints) {
+        for (const [port, ep] of byPort) {
+          if (keys.has(`${address}:${port}`)) continue;
+          byPort.delete(port);
+          ep.shut();
+        }
+        if (byPort.size === 0) endpoints.delete(address);
+      }
+      if (hasRetain(fallback)) fallback.retain(keys);
+    },
+
+    endpoints(): string[] {
+      const keys: string[] = [];
+      for (const [address, byPort] of endpoints)
+        for (const [port, ep] of byPort) if (ep.lean) keys.push(`${address}:${port}`);
+      return keys;
+    },
+
+    async close(): Promise<void> {
+      settings.closed = true;
+      for (const byPort of endpoints.values()) for (const ep of byPort.values()) ep.shut();
+      endpoints.clear();
+      if (settings.busy > 0) {
+        await new Promise<void>((resolve) => {
+          settings.drained = resolve;
+        });
+      }
+      await fallback.close();
+    },
+  };
+}
+
+function hasRetain(c: UpstreamClient): c is UpstreamClient & { retain(keys: ReadonlySet<string>): void } {
+  return 'retain' in c && typeof c.retain === 'function';
+}
+
+function hasUpgrade(headers: HeaderList): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'upgrade') return true;
+  return false;
+}
+
+/** One `address:port`: its idle sockets and their sweep timer. */
+class Endpoint {
+  readonly settings: Settings;
+  readonly address: string;
+  readonly port: number;
+  /** Served here (IP literal, valid port); otherwise every request goes to the fallback. */
+  readonly lean: boolean;
+  /** Idle sockets; the most recently used at the end. */
+  readonly idle: Conn[] = [];
+  closed = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(settings: Settings, address: string, port: number) {
+    this.settings = settings;
+    this.address = address;
+    this.port = port;
+    this.lean = isIP(address) !== 0 && Number.isInteger(port) && port > 0 && port < 65536;
+  }
+
+  /** The most recently used idle socket, or null. */
+  acquire(): Conn | null {
+    const idle = this.idle;
+    while (idle.length > 0) {
+      const conn = idle.pop()!;
+      conn.isIdle = false;
+      if (!conn.dead && !conn.socket.destroyed) return conn;
+    }
+    return null;
+  }
+
+  /** Keeps a socket after a complete response, for `timeoutMs`; destroys it when that is not possible. */
+  release(conn: Conn, timeoutMs: number): void {
+    if (this.closed || timeoutMs <= 0 || this.idle.length >= this.settings.maxIdle) {
+      conn.destroy();
+      return;
+    }
+    conn.reused = true;
+    conn.idleSince = Date.now();
+    conn.idleTimeoutMs = timeoutMs;
+    conn.isIdle = true;
+    if (conn.readPaused) {
+      // Read while idle, so a FIN or stray bytes are noticed.
+      conn.readPaused = false;
+      conn.socket.resume();
+    }
+    this.idle.push(conn);
+    if (this.timer === null) {
+      this.timer = setInterval(() => this.sweep(), this.settings.sweepMs);
+      this.timer.unref();
+    }
+  }
+
+  drop(conn: Conn): void {
+    conn.isIdle = false;
+    const i = this.idle.indexOf(conn);
+    if (i !== -1) this.idle.splice(i, 1);
+    if (this.idle.length === 0) this.stopTimer();
+  }
+
+  /** Closes every idle socket; sockets in use are destroyed when their request ends. */
+  shut(): void {
+    this.closed = true;
+    const idle = this.idle.splice(0);
+    for (const conn of idle) {
+      conn.isIdle = false;
+      conn.destroy();
+    }
+    this.stopTimer();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const slack = this.settings.sweepMs;
+    const idle = this.idle;
+    let w = 0;
+    for (let r = 0; r < idle.length; r++) {
+      const conn = idle[r]!;
+      if (now - conn.idleSince + slack >= conn.idleTimeoutMs || conn.dead) {
+        conn.isIdle = false;
+        conn.destroy();
+      } else {
+        idle[w++] = conn;
+      }
+    }
+    idle.length = w;
+    if (w === 0) this.stopTimer();
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+}
+
+/** One socket. Listeners are attached once; events go to `call` (null while idle). */
+class Conn {
+  readonly socket: Socket;
+  readonly endpoint: Endpoint;
+  call: H1Call | null = null;
+  connected = false;
+  /** Served a complete response before (so a failure before any response byte may be a stale close). */
+  reused = false;
+  isIdle = false;
+  idleSince = 0;
+  idleTimeoutMs = 0;
+  dead = false;
+  /** Paused for a consumer that returned false. */
+  readPaused = false;
+  private timer: NodeJS.Timeout | null;
+
+  constructor(endpoint: Endpoint, call: H1Call) {
+    this.endpoint = endpoint;
+    this.call = call;
+    const socket = connect({ host: endpoint.address, port: endpoint.port });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.on('connect', () => this.onConnect());
+    socket.on('data', (b: Buffer) => this.onData(b));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err: Error) => this.onError(err));
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.call?.onDrain());
+    this.timer = setTimeout(() => this.onConnectTimeout(), endpoint.settings.connectTimeoutMs);
+  }
+
+  destroy(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.clearTimer();
+    if (this.isIdle) this.endpoint.drop(this);
+    this.socket.destroy();
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private onConnect(): void {
+    this.connected = true;
+    this.clearTimer();
+    this.call?.onConnected();
+  }
+
+  private onConnectTimeout(): void {
+    this.timer = null;
+    if (this.connected) return;
+    const call = this.call;
+    if (call !== null) {
+      call.onConnectTimeout(this.endpoint.settings.connectTimeoutMs);
+    }
+    this.destroy();
+  }
+
+  private onData(b: Buffer): void {
+    const call = this.call;
+    if (call === null) {
+      // Bytes nobody asked for (after a response, or while idle): the connection cannot be trusted.
+      this.destroy();
+      return;
+    }
+    call.onSocketData(b);
+  }
+
+  private onEnd(): void {
+    const call = this.call;
+    if (call === null) {
+      this.destroy();
+      return;
+    }
+    call.onSocketEnd();
+  }
+
+  private onError(err: Error): void {
+    const call = this.call;
+    if (call !== null) {
+      if (this.connected) call.onSocketLost(errorCode(err), errorDetail(err));
+      else call.onConnectError(err);
+    }
+    this.destroy();
+  }
+
+  private onClose(): void {
+    const call = this.call;
+    if (call !== null) call.onSocketLost('', 'connection closed by the upstream');
+    this.dead = true;
+    this.clearTimer();
+    if (this.isIdle) this.endpoint.drop(this);
+  }
+}
+
+const BODY_METHODS_NEED_LENGTH = new Set(['POST', 'PUT', 'PATCH']);
+
+/** One request: its parser state, its body writer and the `UpstreamCall` the caller holds. */
+class H1Call extends H1ResponseParser implements UpstreamCall {
+  private readonly endpoint: Endpoint;
+  private readonly req: UpstreamRequest;
+  private readonly handler: UpstreamHandler;
+  private conn: Conn | null = null;
+  private head = '';
+  private invalid = '';
+  private headersSeen = false;
+  private retried = false;
+  /** -1: chunked request body. */
+  private declaredLength = -1;
+  private bodyWritten = 0;
+  private bodyAttached = false;
+  private bodyFinished: boolean;
+  private bodyPaused = false;
+  private inData = false;
+  private resumeAsked = false;
+  private consumerPaused = false;
+
+  constructor(endpoint: Endpoint, req: UpstreamRequest, handler: UpstreamHandler) {
+    super();
+    this.endpoint = endpoint;
+    this.req = req;
+    this.handler = handler;
+    this.bodyFinished = req.body === null;
+  }
+
+  start(): void {
+    const settings = this.endpoint.settings;
+    settings.busy++;
+    if (settings.closed || this.endpoint.closed) {
+      this.failLater('connect', 'upstream client closed');
+      return;
+    }
+    this.head = this.buildHead();
+    if (this.head === '') {
+      this.failLater('protocol', this.invalid);
+      return;
+    }
+    const conn = this.endpoint.acquire();
+    if (conn === null) {
+      this.conn = new Conn(this.endpoint, this);
+      return;
+    }
+    conn.call = this;
+    this.conn = conn;
+    this.writeRequest(conn);
+  }
+
+  // ---- UpstreamCall ----
+
+  resume(): void {
+    if (this.done) return;
+    if (this.inData) {
+      this.resumeAsked = true;
+      return;
+    }
+    if (!this.consumerPaused) return;
+    this.consumerPaused = false;
+    this.resumeParser();
+    const conn = this.conn;
+    if (!this.done && !this.parserSuspended && conn?.readPaused) {
+      conn.readPaused = false;
+      conn.socket.resume();
+    }
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.settle();
+    const conn = this.conn;
+    this.conn = null;
+    if (conn !== null) {
+      conn.call = null;
+      conn.destroy();
+    }
+  }
+
+  // ---- from Conn ----
+
+  onConnected(): void {
+    if (this.done || this.conn === null) return;
+    this.writeRequest(this.conn);
+  }
+
+  onConnectTimeout(ms: number): void {
+    this.failWith('timeout', `connect timeout after ${ms} ms`);
+  }
+
+  onConnectError(err: Error): void {
+    this.failWith(errorCode(err) === 'ETIMEDOUT' ? 'timeout' : 'connect', errorDetail(err));
+  }
+
+  onSocketData(b: Buffer): void {
+    if (this.done) return;
+    this.execute(b);
+  }
+
+  onSocketEnd(): void {
+    if (this.done) return;
+    if (this.executeEof()) return;
+    this.onSocketLost('', 'connection closed by the upstream');
+  }
+
+  /** The connection closed or reset after it was up. `code` is the error code, '' for a clean close. */
+  onSocketLost(code: string, detail: string): void {
+    if (this.done) return;
+    const conn = this.conn;
+    if (
+      conn?.reused &&
+      !this.retried &&
+      !this.responseStarted &&
+      this.req.body === null &&
+      (code === '' || code === 'ECONNRESET' || code === 'EPIPE')
+    ) {
+      // Stale keep-alive race (see the top): once more on a fresh connection.
+      this.retried = true;
+      conn.call = null;
+      conn.destroy();
+      this.conn = new Conn(this.endpoint, this);
+      return;
+    }
+    this.failWith('reset', detail);
+  }
+
+  onDrain(): void {
+    if (this.bodyPaused && !this.done) {
+      this.bodyPaused = false;
+      this.req.body?.resume();
+    }
+  }
+
+  // ---- parser hooks ----
+
+  protected onHead(status: number, headers: HeaderList): void {
+    this.headersSeen = true;
+    this.handler.onHeaders(status, headers);
+  }
+
+  protected onBody(chunk: Buffer): boolean {
+    this.inData = true;
+    this.resumeAsked = false;
+    const more = this.handler.onData(chunk);
+    this.inData = false;
+    if (more || this.resumeAsked || this.done) return true;
+    this.consumerPaused = true;
+    const conn = this.conn;
+    if (conn !== null && !conn.readPaused) {
+      conn.readPaused = true;
+      conn.socket.pause();
+    }
+    return false;
+  }
+
+  protected onComplete(extra: boolean): void {
+    this.settle();
+    const conn = this.conn!;
+    this.conn = null;
+    conn.call = null;
+    if (this.keepAlive && !extra && this.bodyFinished) {
+      const hint = this.keepAliveHintMs;
+      const timeout =
+        hint >= 0 ? Math.min(hint - 1000, MAX_KEEP_ALIVE_MS) : this.endpoint.settings.keepAliveTimeoutMs;
+      this.endpoint.release(conn, timeout);
+    } else {
+      conn.destroy();
+    }
+    if (this.bodyPaused) {
+      // The response is complete before the request body: let the rest of it drain (ignored).
+      this.bodyPaused = false;
+      this.req.body?.resume();
+    }
+    this.handler.onEnd();
+  }
+
+  protected onParseError(detail: string): void {
+    this.failWith('protocol', `invalid response: ${detail}`);
+  }
+
+  // ---- internals ----
+
+  private settle(): void {
+    this.done = true;
+    const settings = this.endpoint.settings;
+    if (--settings.busy === 0 && settings.drained !== null) {
+      const drained = settings.drained;
+      settings.drained = null;
+      drained();
+    }
+  }
+
+  private failWith(failure: UpstreamFailure, detail: string): void {
+    if (this.done) return;
+    this.settle();
+    const conn = this.conn;
+    this.conn = null;
+    if (conn !== null) {
+      conn.call = null;
+      conn.destroy();
+    }
+    this.handler.onError(failure, this.headersSeen, detail);
+  }
+
+  /** Reports a failure on a microtask, so `send` returns before any callback runs. */
+  private failLater(failure: UpstreamFailure, detail: string): void {
+    queueMicrotask(() => {
+      if (this.done) return;
+      this.settle();
+      this.handler.onError(failure, false, detail);
+    });
+  }
+
+  private writeRequest(conn: Conn): void {
+    this.resetParser(this.req.method === 'HEAD');
+    conn.socket.write(this.head, 'latin1');
+    const body = this.req.body;
+    if (body !== null && !this.bodyAttached) this.attachBody(body);
+  }
+
+  private attachBody(body: BodyStream): void {
+    this.bodyAttached = true;
+    body.onData((chunk, last) => this.onBodyChunk(chunk, last));
+  }
+
+  private onBodyChunk(chunk: Buffer, last: boolean): void {
+    const conn = this.conn;
+    if (this.done || conn === null) return;
+    const socket = conn.socket;
+    let ok = true;
+    if (this.declaredLength < 0) {
+      if (chunk.length > 0) {
+        socket.cork();
+        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+        socket.write(chunk);
+        ok = socket.write(last ? '\r\n0\r\n\r\n' : '\r\n', 'latin1');
+        socket.uncork();
+      } else if (last) {
+        ok = socket.write('0\r\n\r\n', 'latin1');
+      }
+    } else {
+      this.bodyWritten += chunk.length;
+      if (this.bodyWritten > this.declaredLength) {
+        this.failWith('reset', 'request body longer than its content-length');
+        return;
+      }
+      if (chunk.length > 0) ok = socket.write(chunk);
+      if (last && this.bodyWritten !== this.declaredLength) {
+        this.failWith('reset', 'request body shorter than its content-length');
+        return;
+      }
+    }
+    if (last) {
+      this.bodyFinished = true;
+      return;
+    }
+    if (!ok && !this.bodyPaused) {
+      this.bodyPaused = true;
+      this.req.body?.pause();
+    }
+  }
+
+  /** Request line and headers as one latin1 string; '' (with `invalid` set) when they cannot be sent. */
+  private buildHead(): string {
+    const req = this.req;
+    if (!isToken(req.method)) return this.refuse('invalid method');
+    if (!isTargetText(req.path)) return this.refuse('invalid request target');
+    const headers = req.headers;
+    let head = `${req.method} ${req.path} HTTP/1.1\r\n`;
+    let length = -1;
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      if (!isToken(name) || !isFieldValue(value))
+        return this.refuse(`invalid header ${JSON.stringify(name)}`);
+      if (name === 'content-length') {
+        if (length !== -1) return this.refuse('more than one content-length');
+        length = decimal(value);
+        if (length < 0) return this.refuse('invalid content-length');
+      }
+      head += `${name}: ${value}\r\n`;
+    }
+    if (req.body === null) {
+      if (length === -1 && BODY_METHODS_NEED_LENGTH.has(req.method)) head += 'content-length: 0\r\n';
+    } else if (length === -1) {
+      head += 'transfer-encoding: chunked\r\n';
+    }
+    this.declaredLength = length;
+    return `${head}\r\n`;
+  }
+
+  private refuse(why: string): string {
+    this.invalid = `request not sent: ${why}`;
+    return '';
+  }
+}
+
+function decimal(s: string): number {
+  if (s.length === 0 || s.length > 15) return -1;
+  let v = 0;
+  for (let i = 0; i < s.length; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+function errorCode(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code;
+  return '';
+}
+
+function errorDetail(err: unknown): string {
+  const code = errorCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  return code === '' ? message : `${code}: ${message}`;
+}
