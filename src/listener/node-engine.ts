@@ -151,6 +151,13 @@ class NodeExchange implements ResponseSink {
       out.push(name, value);
     }
     this.headOut = out;
+    // A head with no body in the same tick (an event stream waiting for its first event) still
+    // goes out now.
+    queueMicrotask(() => {
+      if (this.flushed || this.finished) return;
+      this.flushHead(-1);
+      this.res.flushHeaders();
+    });
   }
 
   private flushHead(oneShotLength: number): void {

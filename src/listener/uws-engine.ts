@@ -184,6 +184,9 @@ class UwsExchange implements ResponseSink {
   /** The uWS response object is no longer usable: completed, aborted or destroyed. */
   private finished = false;
   private mode: BodyMode = Mode.none;
+  /** Status and headers given to `writeHead`, not written yet (see `emitHead`). */
+  private headStatus = 0;
+  private headHeaders: HeaderList | null = null;
   private endCalled = false;
   /** Declared length in `Mode.length`. */
   private declared = -1;
@@ -230,33 +233,61 @@ class UwsExchange implements ResponseSink {
     if (this.finished || this.mode !== Mode.none) return;
     const bodiless = this.isHead || isBodilessStatus(status);
     this.mode = bodiless ? Mode.bodiless : Mode.chunked;
-    const res = this.res;
-    res.cork(() => {
-      res.writeStatus(statusLine(status));
-      let lengthWritten = false;
+    if (!bodiless) {
       for (let i = 0; i + 1 < headers.length; i += 2) {
-        const name = headers[i] as string;
-        const value = headers[i + 1] as string;
-        if (name === 'content-length') {
-          if (lengthWritten || status === 204 || status < 200) continue;
-          const v = trimOws(value);
-          if (!LENGTH_VALUE.test(v)) continue;
-          lengthWritten = true;
-          if (bodiless) {
-            // HEAD / 304: report the upstream's length; uWS adds none for endWithoutBody().
-            res.writeHeader('content-length', v);
-          } else {
-            this.mode = Mode.length;
-            this.declared = Number(v);
-          }
-          continue;
+        if (headers[i] !== 'content-length') continue;
+        const v = trimOws(headers[i + 1] as string);
+        if (LENGTH_VALUE.test(v)) {
+          this.mode = Mode.length;
+          this.declared = Number(v);
         }
-        // Framing belongs to the engine.
-        if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive') continue;
-        if (!isToken(name) || !isFieldValue(value)) continue;
-        res.writeHeader(name, value);
+        break;
       }
-    });
+    }
+    // The head goes out with the first body bytes (or the end), in the same cork: one write per
+    // response instead of two.
+    this.headStatus = status;
+    this.headHeaders = headers;
+    // A head with no body in the same tick (an event stream waiting for its first event) still
+    // goes out now.
+    queueMicrotask(() => this.flushHead());
+  }
+
+  private flushHead(): void {
+    if (this.headHeaders === null || this.finished) return;
+    this.res.cork(() => this.emitHead());
+  }
+
+  /** Writes the status line and headers held by `writeHead`. Call inside `cork`, before any body. */
+  private emitHead(): void {
+    const headers = this.headHeaders;
+    if (headers === null) return;
+    this.headHeaders = null;
+    const res = this.res;
+    const status = this.headStatus;
+    const bodiless = this.mode === Mode.bodiless;
+    res.writeStatus(statusLine(status));
+    let lengthSeen = false;
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i] as string;
+      const value = headers[i + 1] as string;
+      if (name === 'content-length') {
+        if (lengthSeen || status === 204 || status < 200) continue;
+        lengthSeen = true;
+        // HEAD / 304: report the upstream's length (uWS adds none for endWithoutBody()); otherwise
+        // uWS writes Content-Length itself from tryEnd's total or end's body.
+        if (bodiless) {
+          const v = trimOws(value);
+          if (LENGTH_VALUE.test(v)) res.writeHeader('content-length', v);
+        }
+        continue;
+      }
+      // Framing belongs to the engine; uWS writes its own Date.
+      if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'date')
+        continue;
+      if (!isToken(name) || !isFieldValue(value)) continue;
+      res.writeHeader(name, value);
+    }
   }
 
   write(chunk: Buffer): boolean {
@@ -267,6 +298,7 @@ class UwsExchange implements ResponseSink {
       let ok = true;
       const res = this.res;
       res.cork(() => {
+        this.emitHead();
         this.startBody();
         ok = res.write(chunk);
       });
@@ -293,6 +325,7 @@ class UwsExchange implements ResponseSink {
     switch (this.mode) {
       case Mode.bodiless:
         res.cork(() => {
+          this.emitHead();
           if (closeWanted) res.writeHeader('connection', 'close');
           res.endWithoutBody();
         });
@@ -301,9 +334,13 @@ class UwsExchange implements ResponseSink {
       case Mode.chunked:
         if (!this.bodyStarted) {
           // One shot: uWS frames it with Content-Length and can close after it.
-          res.cork(() => res.end(data, closeWanted));
+          res.cork(() => {
+            this.emitHead();
+            res.end(data, closeWanted);
+          });
         } else {
           res.cork(() => {
+            this.emitHead();
             if (data.length > 0) res.write(data);
             res.end();
           });
@@ -315,7 +352,10 @@ class UwsExchange implements ResponseSink {
     }
     // Known length.
     if (!this.bodyStarted && this.pending.length === 0 && data.length === this.declared) {
-      res.cork(() => res.end(data, closeWanted));
+      res.cork(() => {
+        this.emitHead();
+        res.end(data, closeWanted);
+      });
       this.complete();
       return;
     }
@@ -370,6 +410,7 @@ class UwsExchange implements ResponseSink {
     let done = false;
     let taken = 0;
     res.cork(() => {
+      this.emitHead();
       this.startBody();
       const before = res.getWriteOffset();
       [ok, done] = res.tryEnd(data, this.declared);

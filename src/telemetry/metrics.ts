@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, type Metric, Registry } from 'prom-client';
 
 /**
  * Istio's standard request metrics (spec §7) and meshlet's own counters, exposed with prom-client.
@@ -62,32 +62,97 @@ export interface PeerDescription {
   readonly serviceNamespace: string;
 }
 
-interface Children {
-  readonly requests: Counter.Internal;
-  readonly duration: Histogram.Internal<IstioLabel>;
+/** One label combination of the request metrics: a counter and a histogram, updated together. */
+interface Series {
+  readonly labels: IstioLabelValues;
+  count: number;
+  sum: number;
+  /** Observations per bucket (not cumulative); the last slot is +Inf. */
+  readonly buckets: Float64Array;
+}
+
+type MetricValue = {
+  readonly labels: Readonly<Record<string, string | number>>;
+  readonly value: number;
+  readonly metricName?: string;
+};
+
+/**
+ * The two Istio request metrics, kept as plain numbers per label combination and handed to
+ * prom-client only when it is scraped. prom-client's own children re-hash their 25 labels on every
+ * `inc`/`observe` (about a tenth of the proxy's CPU in a profile); here a request costs a Map lookup
+ * on a key the pipeline already built, two additions and a short bucket scan.
+ */
+class IstioRequestMetrics {
+  private readonly series = new Map<string, Series>();
+
+  record(key: string, labels: () => IstioLabelValues, durationMs: number): void {
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = { labels: labels(), count: 0, sum: 0, buckets: new Float64Array(ISTIO_BUCKETS.length + 1) };
+      this.series.set(key, s);
+    }
+    s.count++;
+    s.sum += durationMs;
+    let i = 0;
+    while (i < ISTIO_BUCKETS.length && durationMs > (ISTIO_BUCKETS[i] as number)) i++;
+    s.buckets[i] = (s.buckets[i] as number) + 1;
+  }
+
+  /** prom-client's metric interface, for `registry.registerMetric`. */
+  readonly counter = {
+    name: 'istio_requests_total',
+    help: 'Requests handled, counted when the response finishes.',
+    type: 'counter',
+    aggregator: 'sum',
+    get: async () => ({
+      name: this.counter.name,
+      help: this.counter.help,
+      type: this.counter.type,
+      aggregator: this.counter.aggregator,
+      values: [...this.series.values()].map((s): MetricValue => ({ labels: s.labels, value: s.count })),
+    }),
+    reset: () => this.series.clear(),
+  };
+
+  readonly histogram = {
+    name: 'istio_request_duration_milliseconds',
+    help: 'Time from the start of the downstream request to the end of the response, in milliseconds.',
+    type: 'histogram',
+    aggregator: 'sum',
+    get: async () => {
+      const values: MetricValue[] = [];
+      const name = this.histogram.name;
+      for (const s of this.series.values()) {
+        let cumulative = 0;
+        for (let i = 0; i <= ISTIO_BUCKETS.length; i++) {
+          cumulative += s.buckets[i] as number;
+          const le = i < ISTIO_BUCKETS.length ? (ISTIO_BUCKETS[i] as number) : '+Inf';
+          values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${name}_bucket` });
+        }
+        values.push({ labels: s.labels, value: s.sum, metricName: `${name}_sum` });
+        values.push({ labels: s.labels, value: s.count, metricName: `${name}_count` });
+      }
+      return {
+        name,
+        help: this.histogram.help,
+        type: this.histogram.type,
+        aggregator: this.histogram.aggregator,
+        values,
+      };
+    },
+    reset: () => this.series.clear(),
+  };
 }
 
 export class MeshMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<IstioLabel>;
-  private readonly duration: Histogram<IstioLabel>;
+  private readonly requests = new IstioRequestMetrics();
   private readonly reloads: Counter<'result'>;
-  private readonly children = new Map<string, Children>();
 
   constructor() {
-    this.requests = new Counter({
-      name: 'istio_requests_total',
-      help: 'Requests handled, counted when the response finishes.',
-      labelNames: ISTIO_LABELS,
-      registers: [this.registry],
-    });
-    this.duration = new Histogram({
-      name: 'istio_request_duration_milliseconds',
-      help: 'Time from the start of the downstream request to the end of the response, in milliseconds.',
-      labelNames: ISTIO_LABELS,
-      buckets: ISTIO_BUCKETS,
-      registers: [this.registry],
-    });
+    this.registry.registerMetric(this.requests.counter as unknown as Metric);
+    this.registry.registerMetric(this.requests.histogram as unknown as Metric);
     this.reloads = new Counter({
       name: 'meshlet_config_reloads_total',
       help: 'Configuration reloads by result: applied, rejected (invalid, old configuration kept), unchanged.',
@@ -107,14 +172,7 @@ export class MeshMetrics {
    * from values it already has); `labels` is only called on the first request with that key.
    */
   record(key: string, labels: () => IstioLabelValues, durationMs: number): void {
-    let c = this.children.get(key);
-    if (c === undefined) {
-      const values = labels();
-      c = { requests: this.requests.labels(values), duration: this.duration.labels(values) };
-      this.children.set(key, c);
-    }
-    c.requests.inc();
-    c.duration.observe(durationMs);
+    this.requests.record(key, labels, durationMs);
   }
 
   async exposition(): Promise<string> {

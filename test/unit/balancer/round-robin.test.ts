@@ -1,0 +1,43 @@
+import t from 'tap';
+import { BalancerRegistry, RoundRobinPicker } from '../../../src/balancer/round-robin.ts';
+import type { Endpoint } from '../../../src/router/route-types.ts';
+
+const ep = (id: string, weight = 1): Endpoint => ({ id, address: id, port: 80, weight, labels: {} });
+
+t.test('smooth weighted round robin: exact shares, interleaved', async (t) => {
+  const p = new RoundRobinPicker([ep('a', 5), ep('b', 1), ep('c', 1)]);
+  const picks = Array.from({ length: 7 }, () => p.pick()?.id);
+  t.same(picks, ['a', 'a', 'b', 'a', 'c', 'a', 'a'], 'nginx order for 5:1:1');
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < 700; i++) {
+    const id = p.pick()?.id ?? '';
+    counts[id] = (counts[id] ?? 0) + 1;
+  }
+  t.same(counts, { a: 500, b: 100, c: 100 });
+});
+
+t.test('empty set, single endpoint, exclusion', async (t) => {
+  t.equal(new RoundRobinPicker([]).pick(), null);
+  const one = new RoundRobinPicker([ep('only')]);
+  t.equal(
+    one.pick(new Set(['only']))?.id,
+    'only',
+    'with nothing else left, a tried endpoint is picked again',
+  );
+  const p = new RoundRobinPicker([ep('a'), ep('b'), ep('c')]);
+  for (let i = 0; i < 6; i++) t.not(p.pick(new Set(['b']))?.id, 'b', 'excluded endpoint skipped');
+  t.equal(p.pick(new Set(['a', 'b', 'c']))?.id, 'a', 'all excluded: fall back to the first');
+});
+
+t.test('registry keeps rotation across snapshots with equal endpoints, resets on change', async (t) => {
+  const r = new BalancerRegistry();
+  const first = r.pickerFor('c1', [ep('a'), ep('b')]);
+  t.equal(first.pick()?.id, 'a');
+  const again = r.pickerFor('c1', [ep('a'), ep('b')]);
+  t.equal(again, first, 'same picker for an equal list from a new snapshot');
+  t.equal(again.pick()?.id, 'b', 'rotation continues');
+  const changed = r.pickerFor('c1', [ep('a'), ep('c')]);
+  t.not(changed, first, 'new picker when the endpoints changed');
+  r.retain(new Set());
+  t.same([...r.entries()], [], 'retain drops clusters that are gone');
+});

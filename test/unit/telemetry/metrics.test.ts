@@ -1,0 +1,90 @@
+import t from 'tap';
+import {
+  canonicalOf,
+  ISTIO_LABELS,
+  istioLabels,
+  MeshMetrics,
+  type WorkloadIdentity,
+} from '../../../src/telemetry/metrics.ts';
+
+const self: WorkloadIdentity = {
+  workload: 'productpage',
+  namespace: 'default',
+  app: 'productpage',
+  version: 'v1',
+  canonicalService: 'productpage',
+  canonicalRevision: 'v1',
+  cluster: 'unknown',
+};
+const peer = {
+  serviceFqdn: 'reviews.default.svc.cluster.local',
+  serviceName: 'reviews',
+  serviceNamespace: 'default',
+};
+
+t.test('source-side labels: all 25, Istio conventions', async (t) => {
+  const l = istioLabels('source', self, peer, { app: 'reviews', version: 'v2' }, 200, '');
+  t.same(Object.keys(l).sort(), [...ISTIO_LABELS].sort());
+  t.equal(ISTIO_LABELS.length, 25);
+  t.equal(l.reporter, 'source');
+  t.equal(l.source_workload, 'productpage');
+  t.equal(l.destination_app, 'reviews');
+  t.equal(l.destination_version, 'v2');
+  t.equal(l.destination_canonical_revision, 'v2');
+  t.equal(l.response_flags, '-', 'no flags is "-"');
+  t.equal(l.connection_security_policy, 'unknown', 'always unknown on the client side');
+  const d = istioLabels('destination', self, peer, {}, 0, 'DC');
+  t.equal(d.destination_workload, 'productpage', 'the proxy is the destination on inbound');
+  t.equal(d.source_workload, 'unknown');
+  t.equal(d.response_code, '0');
+  t.equal(d.response_flags, 'DC');
+  t.equal(d.connection_security_policy, 'none');
+});
+
+t.test('canonical service and revision fall back as Istio does', async (t) => {
+  t.same(canonicalOf({ 'service.istio.io/canonical-name': 'a', app: 'b', version: 'v9' }, 'w'), {
+    service: 'a',
+    revision: 'v9',
+  });
+  t.same(canonicalOf({ 'app.kubernetes.io/name': 'k', 'app.kubernetes.io/version': '3' }, 'w'), {
+    service: 'k',
+    revision: '3',
+  });
+  t.same(canonicalOf({}, 'w'), { service: 'w', revision: 'latest' });
+});
+
+t.test('counter and histogram exposition', async (t) => {
+  const m = new MeshMetrics();
+  const labels = () => istioLabels('source', self, peer, {}, 200, '');
+  m.record('k200', labels, 0.3);
+  m.record('k200', labels, 7);
+  m.record('k200', labels, 4000000);
+  m.record('k503', () => istioLabels('source', self, peer, {}, 503, 'UF'), 12);
+  m.reload('rejected');
+  const text = await m.exposition();
+  t.match(text, /# TYPE istio_requests_total counter/);
+  t.match(text, /# TYPE istio_request_duration_milliseconds histogram/);
+  t.match(text, /istio_requests_total\{[^}]*response_code="200"[^}]*\} 3\n/);
+  t.match(text, /istio_requests_total\{[^}]*response_code="503"[^}]*response_flags="UF"[^}]*\} 1\n/);
+  t.match(
+    text,
+    /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="0\.5"\} 1\n/,
+    '0.3 ms in the first bucket',
+  );
+  t.match(text, /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="5"\} 1\n/);
+  t.match(
+    text,
+    /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="10"\} 2\n/,
+    'cumulative',
+  );
+  t.match(
+    text,
+    /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="3600000"\} 2\n/,
+  );
+  t.match(text, /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="\+Inf"\} 3\n/);
+  t.match(text, /istio_request_duration_milliseconds_sum\{[^}]*response_code="200"[^}]*\} 4000007\.3\n/);
+  t.match(text, /istio_request_duration_milliseconds_count\{[^}]*response_code="200"[^}]*\} 3\n/);
+  t.match(text, /meshlet_config_reloads_total\{result="rejected"\} 1\n/);
+  t.match(text, /meshlet_config_reloads_total\{result="applied"\} 0\n/);
+  t.match(text, /meshlet_process_cpu_seconds_total/);
+});
