@@ -107,7 +107,13 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     app: settings.app === null ? null : { address: settings.app.host, port: settings.app.port },
     namespace: settings.namespace,
   });
-  store.onSwap((next) => balancers.retain(new Set(next.routes.clusters.keys())));
+  store.onSwap((next) => {
+    // Per-endpoint state survives a reload for endpoints that are still there; the rest is let go.
+    balancers.retain(new Set(next.routes.clusters.keys()));
+    const endpoints = new Set<string>();
+    for (const c of next.routes.clusters.values()) for (const e of c.endpoints) endpoints.add(e.id);
+    upstream.retain(endpoints);
+  });
 
   let ready = false;
   let draining = false;
