@@ -90,7 +90,8 @@ interface Settings {
   /** Calls in flight on the lean path (for `close`). */
   busy: number;
   closed: boolean;
-  drained: (() => void) | null;
+  /** Resolvers waiting for `busy` to reach 0. */
+  drained: Array<() => void>;
 }
 
 export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
@@ -103,7 +104,7 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
     sweepMs: Math.min(1000, Math.max(25, Math.floor(keepAliveTimeoutMs / 4))),
     busy: 0,
     closed: false,
-    drained: null,
+    drained: [],
   };
   const fallback = opts.fallback;
   // address → port → endpoint: a lookup builds no key string.
@@ -160,7 +161,7 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
       endpoints.clear();
       if (settings.busy > 0) {
         await new Promise<void>((resolve) => {
-          settings.drained = resolve;
+          settings.drained.push(resolve);
         });
       }
       await fallback.close();
@@ -559,10 +560,8 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   private settle(): void {
     this.done = true;
     const settings = this.endpoint.settings;
-    if (--settings.busy === 0 && settings.drained !== null) {
-      const drained = settings.drained;
-      settings.drained = null;
-      drained();
+    if (--settings.busy === 0 && settings.drained.length > 0) {
+      for (const resolve of settings.drained.splice(0)) resolve();
     }
   }
 
