@@ -16,6 +16,7 @@ import { compileRoutes } from './router/compile-routes.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
+import { createH1Upstream } from './upstream/h1-client.ts';
 import { createUndiciUpstream } from './upstream/undici-upstream.ts';
 import { VERSION } from './version.ts';
 
@@ -93,7 +94,9 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   const metrics = new MeshMetrics();
   const store = new SnapshotStore(compileSnapshot(bundle, settings, 1));
   const balancers = new BalancerRegistry();
-  const upstream = createUndiciUpstream({});
+  // The lean HTTP/1.1 client carries plain requests to IP endpoints; undici takes the rest
+  // (host names, Expect: 100-continue, upgrades).
+  const upstream = createH1Upstream({ fallback: createUndiciUpstream({}) });
   const pipeline = new ProxyPipeline({
     store,
     upstream,
