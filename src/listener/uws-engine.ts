@@ -520,7 +520,22 @@ function collectHeader(name: string, value: string): void {
   collecting.push(name, value);
 }
 
+/** Dotted text of IPv4 peers, by address: peers are few and requests many, so each is formatted once. */
+const ipv4Text = new Map<number, string>();
+
 function remoteText(res: UwsResponse): string {
+  const raw = res.getRemoteAddress();
+  if (raw.byteLength === 4) {
+    const view = new DataView(raw);
+    const n = view.getUint32(0);
+    let text = ipv4Text.get(n);
+    if (text === undefined) {
+      text = `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+      if (ipv4Text.size > 4096) ipv4Text.clear();
+      ipv4Text.set(n, text);
+    }
+    return text;
+  }
   const text = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
   return text.includes(':') ? compactIpv6(text) : text;
 }
