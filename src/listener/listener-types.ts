@@ -1,8 +1,8 @@
 import type { Duplex } from 'node:stream';
 
 /**
- * The engine-neutral HTTP interface. Both listener engines (uWebSockets.js and node:http) turn
- * what they accept into an `IncomingRequest` plus a `ResponseSink`; nothing past `listener/`
+ * The engine-neutral HTTP interface. Every listener engine (uWebSockets.js, node:http, and h1: net
+ * sockets with meshlet's own HTTP/1.1 codec) turns what it accepts into an `IncomingRequest` plus a `ResponseSink`; nothing past `listener/`
  * knows which engine accepted the connection.
  */
 
@@ -71,12 +71,12 @@ export interface ResponseSink {
 /** Called synchronously by the engine for each request. */
 export type RequestHandler = (req: IncomingRequest, res: ResponseSink) => void;
 
-export type EngineName = 'uws' | 'node';
+export type EngineName = 'uws' | 'node' | 'h1';
 
 /**
  * Called for a request that asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
  * `req.body` is null; `head` holds bytes that arrived after the request head. The handler owns
- * `socket` from then on. Only the node engine can hand over the raw socket: the uws engine answers
+ * `socket` from then on. The node and h1 engines hand over the raw socket: the uws engine answers
  * upgrade requests itself with 501 (see uws-engine.ts).
  */
 export type UpgradeHandler = (req: IncomingRequest, socket: Duplex, head: Buffer) => void;

@@ -4,6 +4,7 @@
  * that reached the handler; `complete`: bodies that completed; `status`: status lines sent;
  * `open`/`closed`: the connection when the case ended, after at most 1.5 s).
  */
+import type { EngineName } from '../../../src/listener/listener-types.ts';
 
 export const REASONS = {
   STALL:
@@ -27,8 +28,14 @@ export const REASONS = {
   TE_PARAM:
     "`chunked` with a parameter: RFC 9112 defines none, llhttp refuses it, and so does meshlet (400 DPE): stricter than desync-guardian's Compliant label",
   INTL_URI:
-    "raw non-ASCII bytes in the request-target (RFC 9112 \u00a73.2 / RFC 3986 want them percent-encoded): refused with 400 by llhttp (node) and by meshlet's own target check (uws)",
+    "raw non-ASCII bytes in the request-target (RFC 9112 \u00a73.2 / RFC 3986 want them percent-encoded): refused with 400 by llhttp (node) and by meshlet's own target check (uws, h1)",
   EMPTY_URI_NODE: 'an empty request-target is not HTTP/1.1 (RFC 9112 \u00a73.2): llhttp refuses it with 400',
+  EMPTY_URI_H1:
+    "an empty request-target is not HTTP/1.1 (RFC 9112 \u00a73.2): h1's request-line parser refuses it with 400",
+  NOT_HTTP_H1:
+    'llhttp also parses RTSP/1.0 and ICE/1.0 request lines and HTTP/0.9 ones (no version), and node then serves them as HTTP/1.0 requests; h1 serves HTTP/1.0 and 1.1 only and refuses the rest with 400 and a close, since an upstream would read a forwarded RTSP/ICE/0.9 message as another protocol (stricter, safe)',
+  ASTERISK_H1:
+    'asterisk-form is only for OPTIONS (RFC 9112 \u00a73.2.4); llhttp also takes `M-SEARCH *` (SSDP, a UDP protocol). h1 refuses it with 400 (stricter, safe)',
   NODE_CL_TABS:
     'Node 20 bundles an llhttp older than the corpus, which refuses tabs around a Content-Length value (400 DPE): stricter, safe',
 } as const;
@@ -36,7 +43,7 @@ export const REASONS = {
 export type DeviationReason = keyof typeof REASONS;
 
 /** `[engine, case id, observed signature, reason]` */
-export const DEVIATION_LIST: ReadonlyArray<readonly ['uws' | 'node', string, string, DeviationReason]> = [
+export const DEVIATION_LIST: ReadonlyArray<readonly [EngineName, string, string, DeviationReason]> = [
   ['uws', 'llhttp connection: Not treating `\\r` as `-`', 'calls=0 complete=0 status=- open', 'STALL'],
   ['uws', 'llhttp connection: Multiple tokens with folding', 'calls=0 complete=0 status=- open', 'STALL'],
   [
@@ -709,5 +716,34 @@ export const DEVIATION_LIST: ReadonlyArray<readonly ['uws' | 'node', string, str
     'desync [Compliant] rfc-compliant: Empty URI',
     'calls=0 complete=0 status=400 closed',
     'EMPTY_URI_NODE',
+  ],
+  ['h1', 'llhttp method: M-SEARCH request', 'calls=0 complete=0 status=400 closed', 'ASTERISK_H1'],
+  ['h1', 'llhttp method: SOURCE request with ICE', 'calls=0 complete=0 status=400 closed', 'NOT_HTTP_H1'],
+  ['h1', 'llhttp method: OPTIONS request with RTSP', 'calls=0 complete=0 status=400 closed', 'NOT_HTTP_H1'],
+  ['h1', 'llhttp method: ANNOUNCE request with RTSP', 'calls=0 complete=0 status=400 closed', 'NOT_HTTP_H1'],
+  ['h1', 'llhttp sample: No HTTP version', 'calls=0 complete=0 status=400 closed', 'NOT_HTTP_H1'],
+  [
+    'h1',
+    'desync [Compliant] more-compliant-tests: TE with custom parameters OK',
+    'calls=0 complete=0 status=400 closed',
+    'TE_PARAM',
+  ],
+  [
+    'h1',
+    'desync [Compliant] rfc-compliant: Transfer-Encoding with a param: chunked;custom_param',
+    'calls=0 complete=0 status=400 closed',
+    'TE_PARAM',
+  ],
+  [
+    'h1',
+    'desync [Compliant] rfc-compliant: International in URI',
+    'calls=0 complete=0 status=400 closed',
+    'INTL_URI',
+  ],
+  [
+    'h1',
+    'desync [Compliant] rfc-compliant: Empty URI',
+    'calls=0 complete=0 status=400 closed',
+    'EMPTY_URI_H1',
   ],
 ];

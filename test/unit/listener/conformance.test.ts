@@ -1,5 +1,5 @@
 /**
- * Request conformance of both listener engines against shared/conformance (README.md there):
+ * Request conformance of the listener engines (uws, node, h1) against shared/conformance (README.md there):
  * llhttp's request vectors and http-desync-guardian's classification cases, sent as raw bytes to a
  * fresh listener whose handler echoes what it received.
  *
@@ -372,7 +372,7 @@ if (!existsSync(path.join(sharedDir, 'conformance'))) {
     ]);
   });
 
-  for (const engine of ['uws', 'node'] as const) {
+  for (const engine of ['uws', 'node', 'h1'] as const) {
     t.test(`${engine}: request conformance`, async (t) => {
       const results = new Map<string, { o: Observed; v: Verdict }>();
       await pool(rows, CONCURRENCY, async (row) => {

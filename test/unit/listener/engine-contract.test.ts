@@ -1,5 +1,5 @@
 /**
- * The engine-neutral contract, run against both engines with raw TCP clients so the wire bytes
+ * The engine-neutral contract, run against every engine with raw TCP clients so the wire bytes
  * (status line, framing, close) are what is checked.
  */
 import { createHash } from 'node:crypto';
@@ -64,7 +64,7 @@ function pattern(n: number, offset = 0): Buffer {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-for (const engine of ['uws', 'node'] as const) {
+for (const engine of ['uws', 'node', 'h1'] as const) {
   t.test(`${engine} engine`, async (t) => {
     t.test('port 0 binds a real port; engine and request metadata', async (t) => {
       let seen: IncomingRequest | null = null;
@@ -128,7 +128,7 @@ for (const engine of ['uws', 'node'] as const) {
           responses: 1,
         },
       );
-      if (engine === 'node') {
+      if (engine !== 'uws') {
         t.equal(r.responses[0]?.status, 200);
         t.equal(
           (seen as IncomingRequest | null)?.target,
@@ -477,10 +477,11 @@ for (const engine of ['uws', 'node'] as const) {
       );
       const r = await rawRequest(
         l.port,
-        // uWS would parse bytes after the head as a next request (and answer 505): none for uws.
-        `GET /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: echo\r\n\r\n${engine === 'node' ? 'early' : ''}`,
+        // uWS would parse bytes after the head as a next request (and answer 505): none for uws. node
+        // and h1 hand them over as `head`.
+        `GET /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: echo\r\n\r\n${engine === 'uws' ? '' : 'early'}`,
       );
-      if (engine === 'node') {
+      if (engine !== 'uws') {
         t.match(r.data.toString(), /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nearly$/);
         t.equal((upgraded as IncomingRequest | null)?.target, '/ws');
       } else {
@@ -516,7 +517,7 @@ for (const engine of ['uws', 'node'] as const) {
         s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
       });
       t.equal(refused, 'ECONNREFUSED', 'new connections are refused');
-      if (engine === 'node') t.ok(await idle.waitClosed(), 'idle keep-alive connection closed');
+      if (engine !== 'uws') t.ok(await idle.waitClosed(), 'idle keep-alive connection closed');
       await sleep(50);
       const sink = waiting.shift() as ResponseSink;
       sink.writeHead(200, ['content-type', 'text/plain']);
@@ -550,7 +551,7 @@ t.test('engine uws falls back to node when the addon cannot load', async (t) => 
 
 for (const host of ['::1', '0.0.0.0']) {
   t.test(`listens on ${host}`, async (t) => {
-    for (const engine of ['uws', 'node'] as const) {
+    for (const engine of ['uws', 'node', 'h1'] as const) {
       const l = await startListener({
         engine,
         host,
