@@ -126,17 +126,12 @@ class H1Body implements BodyStream {
   discarding = false;
   /** `Expect: 100-continue` still to be answered when the consumer attaches. */
   expectContinue: boolean;
-  private flushScheduled = false;
+  flushScheduled = false;
   private readonly conn: H1Conn;
-  private readonly flushBound: () => void;
 
   constructor(conn: H1Conn, expectContinue: boolean) {
     this.conn = conn;
     this.expectContinue = expectContinue;
-    this.flushBound = () => {
-      this.flushScheduled = false;
-      this.flush();
-    };
   }
 
   onData(cb: (chunk: Buffer, last: boolean) => void): void {
@@ -191,10 +186,12 @@ class H1Body implements BodyStream {
   private scheduleFlush(): void {
     if (this.flushScheduled || this.queue.length === 0) return;
     this.flushScheduled = true;
-    queueMicrotask(this.flushBound);
+    this.conn.scheduleBodyFlush(this);
   }
 
-  private flush(): void {
+  /** Delivers what was queued while nobody read (from a microtask). */
+  flush(): void {
+    this.flushScheduled = false;
     let delivered = false;
     while (this.consumer !== null && !this.paused && !this.discarding && this.queue.length > 0) {
       const chunk = this.queue.shift() as Buffer;
@@ -456,6 +453,8 @@ class H1Conn {
   since: number;
   private headFlush: H1Exchange | null = null;
   private readonly headFlushBound: () => void;
+  private bodyFlush: H1Body | null = null;
+  private readonly bodyFlushBound: () => void;
 
   constructor(socket: Socket, state: H1ListenerState) {
     this.socket = socket;
@@ -466,6 +465,11 @@ class H1Conn {
       const ex = this.headFlush;
       this.headFlush = null;
       if (ex !== null) ex.flushPendingHead();
+    };
+    this.bodyFlushBound = () => {
+      const body = this.bodyFlush;
+      this.bodyFlush = null;
+      if (body !== null) body.flush();
     };
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
@@ -750,6 +754,14 @@ class H1Conn {
   scheduleHeadFlush(ex: H1Exchange): void {
     if (this.headFlush === null) queueMicrotask(this.headFlushBound);
     this.headFlush = ex;
+  }
+
+  /** One body reads at a time per connection, so one pending flush is enough. */
+  scheduleBodyFlush(body: H1Body): void {
+    const pending = this.bodyFlush;
+    if (pending === null) queueMicrotask(this.bodyFlushBound);
+    else if (pending !== body) pending.flushScheduled = false;
+    this.bodyFlush = body;
   }
 
   sendContinue(): void {
