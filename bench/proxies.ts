@@ -13,7 +13,14 @@ import {
 } from './configs.ts';
 import { capture, freePort, httpGet, type Processes, type Started, waitUntil } from './procs.ts';
 
-export const TARGET_NAMES = ['direct', 'nginx', 'haproxy', 'meshlet-uws', 'meshlet-node'] as const;
+export const TARGET_NAMES = [
+  'direct',
+  'nginx',
+  'haproxy',
+  'meshlet-h1',
+  'meshlet-uws',
+  'meshlet-node',
+] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 export const READY_TIMEOUT_MS = 10_000;
@@ -141,6 +148,8 @@ export async function startTarget(
     }
     case 'haproxy':
       return startHaproxy(ctx, backendPort, cpu);
+    case 'meshlet-h1':
+      return startMeshlet(ctx, name, 'h1', backendPort, cpu);
     case 'meshlet-uws':
       return startMeshlet(ctx, name, 'uws', backendPort, cpu);
     case 'meshlet-node':
@@ -172,7 +181,7 @@ async function startHaproxy(
 async function startMeshlet(
   ctx: StartContext,
   name: TargetName,
-  engine: 'uws' | 'node',
+  engine: 'h1' | 'uws' | 'node',
   backendPort: number,
   cpu: number | undefined,
 ): Promise<StartOutcome> {

@@ -4,6 +4,7 @@ import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import type { SettingFlags } from './config/runtime-settings.ts';
 import { runDemo } from './demo/demo.ts';
+import type { EngineName } from './listener/listener-types.ts';
 import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
 import { LOG_LEVELS, type LogLevel } from './telemetry/logger.ts';
 import { VERSION } from './version.ts';
@@ -36,7 +37,7 @@ interface RunCliOptions {
   app?: string;
   namespace?: string;
   logLevel?: LogLevel;
-  engine?: 'uws' | 'node';
+  engine?: EngineName;
   drainTimeout?: number;
   accessLog?: boolean;
 }
@@ -120,7 +121,7 @@ export function buildCli(): Command {
       new Option(
         '--engine <engine>',
         'listener engine: node (default) or uws (faster; no absolute-form targets, see README)',
-      ).choices(['uws', 'node']),
+      ).choices(['h1', 'uws', 'node']),
     )
     .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests (default 10000)', (v) => {
       if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be milliseconds');
@@ -163,7 +164,7 @@ export function buildCli(): Command {
     .option('--outbound-port <port>', 'outbound listener port (default 15001)', port)
     .option('--admin-port <port>', 'admin port (default 15000)', port)
     .addOption(new Option('--engine <engine>', 'listener engine').choices(['uws', 'node']))
-    .action(async (o: { outboundPort?: number; adminPort?: number; engine?: 'uws' | 'node' }) => {
+    .action(async (o: { outboundPort?: number; adminPort?: number; engine?: EngineName }) => {
       await runDemo(o);
     });
   return program;

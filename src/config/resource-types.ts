@@ -259,7 +259,7 @@ export interface ProxySpec {
   readonly adminPort?: number;
   /** `HOST:PORT` of the local application. */
   readonly app?: string;
-  readonly engine?: 'uws' | 'node';
+  readonly engine?: 'h1' | 'uws' | 'node';
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
   readonly outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY';
   readonly drainTimeoutMs?: number;

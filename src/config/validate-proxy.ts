@@ -54,7 +54,7 @@ export function validateProxy(spec: MapView): ProxySpec {
     const port = m === null ? Number.NaN : Number(m[2]);
     if (m === null || port < 1 || port > 65535) appView.error(`app "${app}" must be HOST:PORT`);
   }
-  const engine = spec.get('engine').enumOf(['uws', 'node'] as const);
+  const engine = spec.get('engine').enumOf(['h1', 'uws', 'node'] as const);
   const logLevel = spec.get('logLevel').enumOf(['debug', 'info', 'warn', 'error'] as const);
   const outboundTrafficPolicy = spec
     .get('outboundTrafficPolicy')

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../cli.ts';
+import type { EngineName } from '../listener/listener-types.ts';
 
 /**
  * `npm start`: the demo mesh. Three `reviews` backends (v1, v2, v3) on loopback aliases answer
@@ -41,7 +42,7 @@ export async function startDemoBackends(): Promise<Server[]> {
 export async function runDemo(o: {
   outboundPort?: number;
   adminPort?: number;
-  engine?: 'uws' | 'node';
+  engine?: EngineName;
 }): Promise<void> {
   await startDemoBackends();
   const proxy = await serve(demoConfigPath(), {

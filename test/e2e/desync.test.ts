@@ -31,7 +31,7 @@ function tagged(c: DesyncCase, index: number): Buffer {
   return Buffer.concat([line, Buffer.from(extra, 'latin1'), rest]);
 }
 
-for (const engine of ['node', 'uws'] as const) {
+for (const engine of ['h1', 'node', 'uws'] as const) {
   t.test(`desync corpus through meshlet (${engine} engine)`, async (t) => {
     const seen: Seen[] = [];
     const backend = createServer((req: IncomingMessage, res) => {

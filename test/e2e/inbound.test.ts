@@ -8,7 +8,7 @@ import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 const EMPTY =
   'apiVersion: meshlet.dev/v1alpha1\nkind: Proxy\nmetadata: { name: p }\nspec:\n  labels: { app: ratings, version: v1 }\n';
 
-for (const engine of ['uws', 'node'] as const) {
+for (const engine of ['h1', 'uws', 'node'] as const) {
   t.test(`inbound on the ${engine} engine`, async (t) => {
     const app = await startEchoBackend('app');
     const mesh = await spawnMeshlet(EMPTY, { engine, args: ['--app', `127.0.0.1:${app.port}`] });

@@ -39,7 +39,7 @@ spec:
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-for (const engine of ['uws', 'node'] as const) {
+for (const engine of ['h1', 'uws', 'node'] as const) {
   t.test(`reloads on the ${engine} engine`, async (t) => {
     const v1 = await startEchoBackend('v1');
     const v2 = await startEchoBackend('v2');

@@ -86,7 +86,7 @@ spec:
 `;
 }
 
-for (const engine of ['uws', 'node'] as const) {
+for (const engine of ['h1', 'uws', 'node'] as const) {
   t.test(`routing through the ${engine} engine`, async (t) => {
     const backends: Backend[] = [
       await startEchoBackend('v1'),

@@ -61,7 +61,7 @@ function pump(out: NodeJS.WritableStream, total: number, done: () => void): void
   go();
 }
 
-for (const engine of ['uws', 'node'] as const) {
+for (const engine of ['h1', 'uws', 'node'] as const) {
   t.test(`1 GiB bodies through the ${engine} engine with flat memory`, async (t) => {
     const backend = await startEchoBackend('blob', (req, res) => {
       if (req.url === '/download') {

@@ -63,18 +63,19 @@ t.test('upgrade passthrough', async (t) => {
     await backend.close();
   });
 
-  t.test('node engine tunnels the upgraded connection both ways', async (t) => {
-    const mesh = await spawnMeshlet(yaml(backend.port), { engine: 'node' });
-    t.teardown(() => mesh.stop());
-    const got = await upgradeAndEcho(mesh.outboundPort, 'hello');
-    t.match(got, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
-    t.match(got, /x-seen-path: \/chat/);
-    t.match(got, /echo:hello/, 'bytes flow both ways after the 101');
-  });
+  for (const engine of ['h1', 'node'] as const) {
+    t.test(`${engine} engine tunnels the upgraded connection both ways`, async (t) => {
+      const mesh = await spawnMeshlet(yaml(backend.port), { engine });
+      t.teardown(() => mesh.stop());
+      const got = await upgradeAndEcho(mesh.outboundPort, 'hello');
+      t.match(got, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+      t.match(got, /x-seen-path: \/chat/);
+      t.match(got, /echo:hello/, 'bytes flow both ways after the 101');
+    });
 
-  t.test('node engine: an unknown route is refused with a local reply', async (t) => {
-    const mesh = await spawnMeshlet(
-      `${yaml(backend.port)}
+    t.test(`${engine} engine: an unknown route is refused with a local reply`, async (t) => {
+      const mesh = await spawnMeshlet(
+        `${yaml(backend.port)}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -85,13 +86,14 @@ spec:
     - match: [{ uri: { prefix: /api } }]
       route: [{ destination: { host: ws } }]
 `,
-      { engine: 'node' },
-    );
-    t.teardown(() => mesh.stop());
-    const got = await upgradeAndEcho(mesh.outboundPort, 'x');
-    t.match(got, /^HTTP\/1\.1 404 Not Found\r\n/);
-    t.match(got, /x-meshlet-flags: NR/);
-  });
+        { engine },
+      );
+      t.teardown(() => mesh.stop());
+      const got = await upgradeAndEcho(mesh.outboundPort, 'x');
+      t.match(got, /^HTTP\/1\.1 404 Not Found\r\n/);
+      t.match(got, /x-meshlet-flags: NR/);
+    });
+  }
 
   t.test('uws engine answers 501 saying upgrades need the node engine', async (t) => {
     const mesh = await spawnMeshlet(yaml(backend.port), { engine: 'uws' });

@@ -31,7 +31,7 @@ export interface Meshlet {
 }
 
 export interface SpawnOptions {
-  readonly engine?: 'uws' | 'node';
+  readonly engine?: 'h1' | 'uws' | 'node';
   readonly args?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
 }

@@ -120,7 +120,7 @@ t.test('command-line flags', async (t) => {
     t.equal(d.options.rounds, 3);
     t.equal(d.options.connections, 50);
     t.equal(d.options.warmupSec, 1);
-    t.same(d.options.targets, ['direct', 'nginx', 'haproxy', 'meshlet-uws', 'meshlet-node']);
+    t.same(d.options.targets, ['direct', 'nginx', 'haproxy', 'meshlet-h1', 'meshlet-uws', 'meshlet-node']);
   }
   const c = parseBenchArgs([
     '--duration',
