@@ -120,7 +120,7 @@ export function buildCli(): Command {
     .addOption(
       new Option(
         '--engine <engine>',
-        'listener engine: node (default) or uws (faster; no absolute-form targets, see README)',
+        'listener engine: h1 (default), node, or uws (no absolute-form targets, see README)',
       ).choices(['h1', 'uws', 'node']),
     )
     .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests (default 10000)', (v) => {

@@ -49,11 +49,12 @@ export const DEFAULTS = {
   domainSuffix: 'cluster.local',
   drainTimeoutMs: 10_000,
   /**
-   * node, not uws: the uWebSockets.js build we can load answers absolute-form requests (HTTP_PROXY
-   * clients) with 505 and silently stalls on valid header names such as `x_api_key`, so it cannot
-   * be the default without breaking the process contract. `--engine uws` is the opt-in fast path.
+   * h1 (node:net sockets with meshlet's own strict HTTP/1.1 codec), not uws: the uWebSockets.js
+   * build we can load answers absolute-form requests (HTTP_PROXY clients) with 505 and silently
+   * stalls on valid header names such as `x_api_key`. h1 passes the same conformance corpus as
+   * node:http and is as fast as uws in `npm run bench`.
    */
-  engine: 'node',
+  engine: 'h1',
 } as const;
 
 /** Parses `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning 127.0.0.1). Returns null when malformed. */

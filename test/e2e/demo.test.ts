@@ -30,7 +30,7 @@ t.test('the demo mesh answers the README curl lines', async (t) => {
     });
     void exited.then((code) => fail(new Error(`demo exited with ${code}\n${out}\n${err}`)));
   });
-  const port = Number(/outbound listener on 127\.0\.0\.1:(\d+) \(node engine\)/.exec(banner)?.[1]);
+  const port = Number(/outbound listener on 127\.0\.0\.1:(\d+) \(h1 engine\)/.exec(banner)?.[1]);
   const admin = Number(/admin on 127\.0\.0\.1:(\d+)/.exec(banner)?.[1]);
   t.ok(port > 0 && admin > 0, 'banner names the ports and the default engine');
   t.match(banner, /curl -s -H 'Host: reviews:9080' -H 'end-user: jason'/);
