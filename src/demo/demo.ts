@@ -68,7 +68,7 @@ export async function runDemo(o: {
       '  # as an HTTP proxy (absolute-form), the way HTTP_PROXY clients call',
       `  curl -s -x http://127.0.0.1:${p} http://reviews:9080/reviews/2`,
       '',
-      '  # an unknown path on a known host still routes; an unknown host passes through (ALLOW_ANY)',
+      '  # the Istio metrics of those requests',
       `  curl -s http://127.0.0.1:${proxy.adminPort}/metrics | grep istio_requests_total`,
       '',
       'Ctrl-C stops it.',
