@@ -25,6 +25,7 @@
  *   that is not complete 30 s after its first byte gets 408 and a close.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { clampToLength, EngineIncoming, ExchangeBase } from './engine-exchange.ts';
 import {
   CHUNK_DATA,
   CHUNK_DONE,
@@ -47,7 +48,6 @@ import {
 import type {
   BodyStream,
   HeaderList,
-  IncomingRequest,
   Listener,
   ListenOptions,
   ResponseSink,
@@ -203,36 +203,7 @@ class H1Body implements BodyStream {
   }
 }
 
-class H1Incoming implements IncomingRequest {
-  readonly engine = 'h1' as const;
-  readonly secure = false;
-  readonly method: string;
-  readonly target: string;
-  readonly headers: HeaderList;
-  readonly remoteAddress: string;
-  readonly localPort: number;
-  readonly body: BodyStream | null;
-  constructor(
-    method: string,
-    target: string,
-    headers: HeaderList,
-    remoteAddress: string,
-    localPort: number,
-    body: BodyStream | null,
-  ) {
-    this.method = method;
-    this.target = target;
-    this.headers = headers;
-    this.remoteAddress = remoteAddress;
-    this.localPort = localPort;
-    this.body = body;
-  }
-}
-
-class H1Exchange implements ResponseSink {
-  aborted = false;
-  /** No more output: ended, destroyed or aborted. */
-  finished = false;
+class H1Exchange extends ExchangeBase<H1ListenerState> implements ResponseSink {
   private endCalled = false;
   private headStored = false;
   headSent = false;
@@ -243,35 +214,18 @@ class H1Exchange implements ResponseSink {
   private declared = -1;
   private chunked = false;
   private written = 0;
-  needDrain = false;
   /** Close the connection after this response. */
   closeAfter: boolean;
-  private abortCbs: Array<() => void> | null = null;
-  writableCbs: Array<() => void> | null = null;
   private readonly conn: H1Conn;
   private readonly isHead: boolean;
   private readonly http10: boolean;
 
   constructor(conn: H1Conn, isHead: boolean, http10: boolean, closeAfter: boolean) {
+    super(conn.state);
     this.conn = conn;
     this.isHead = isHead;
     this.http10 = http10;
     this.closeAfter = closeAfter;
-  }
-
-  onAborted(cb: () => void): void {
-    if (this.aborted) {
-      queueMicrotask(cb);
-      return;
-    }
-    if (this.finished) return;
-    if (this.abortCbs === null) this.abortCbs = [cb];
-    else this.abortCbs.push(cb);
-  }
-
-  onWritable(cb: () => void): void {
-    if (this.writableCbs === null) this.writableCbs = [cb];
-    else this.writableCbs.push(cb);
   }
 
   writeHead(status: number, headers: HeaderList): void {
@@ -339,7 +293,7 @@ class H1Exchange implements ResponseSink {
         s += 'transfer-encoding: chunked\r\n';
       }
     }
-    if (this.closeAfter || this.conn.state.draining) {
+    if (this.closeAfter || this.state.draining) {
       this.closeAfter = true;
       s += 'connection: close\r\n\r\n';
     } else if (this.http10) {
@@ -388,43 +342,23 @@ class H1Exchange implements ResponseSink {
   }
 
   destroy(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.conn.state.inFlight--;
+    if (!this.finish(true)) return;
     this.conn.exchangeGone(this);
     this.conn.socket.destroy();
   }
 
   private clamp(chunk: Buffer): Buffer {
-    if (this.declared === -1) return chunk;
-    const room = this.declared - this.written;
-    if (room >= chunk.length) return chunk;
-    return room <= 0 ? EMPTY : chunk.subarray(0, room);
+    return clampToLength(chunk, this.declared, this.written);
   }
 
   private complete(): void {
-    this.finished = true;
-    this.conn.state.inFlight--;
-    this.conn.responseDone(this, this.closeAfter || this.conn.state.draining);
+    if (!this.finish(false)) return;
+    this.conn.responseDone(this, this.closeAfter || this.state.draining);
   }
 
   /** The connection closed or failed before `end`. */
   abort(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.conn.state.inFlight--;
-    const cbs = this.abortCbs;
-    this.abortCbs = null;
-    if (cbs !== null) for (const cb of cbs) cb();
-  }
-
-  drained(): void {
-    if (!this.needDrain || this.finished) return;
-    this.needDrain = false;
-    const cbs = this.writableCbs;
-    if (cbs !== null) for (const cb of cbs) cb();
+    this.clientGone();
   }
 }
 
@@ -614,7 +548,7 @@ class H1Conn {
       }
       this.detach();
       onUpgrade(
-        new H1Incoming(method, target, headers, this.remoteAddress, this.state.port, null),
+        new EngineIncoming('h1', method, target, headers, this.remoteAddress, this.state.port, null),
         this.socket,
         rest,
       );
@@ -639,7 +573,7 @@ class H1Conn {
     this.current = ex;
     this.timerMode = T_BUSY;
     this.state.inFlight++;
-    const req = new H1Incoming(method, target, headers, this.remoteAddress, this.state.port, body);
+    const req = new EngineIncoming('h1', method, target, headers, this.remoteAddress, this.state.port, body);
     try {
       this.state.opts.handler(req, ex);
     } catch {

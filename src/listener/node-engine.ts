@@ -15,6 +15,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { clampToLength, EngineIncoming, ExchangeBase } from './engine-exchange.ts';
 import {
   checkRequestHead,
   isBodilessStatus,
@@ -25,14 +26,7 @@ import {
   reasonPhrase,
   trimOws,
 } from './http-syntax.ts';
-import type {
-  BodyStream,
-  HeaderList,
-  IncomingRequest,
-  Listener,
-  ListenOptions,
-  ResponseSink,
-} from './listener-types.ts';
+import type { BodyStream, HeaderList, Listener, ListenOptions, ResponseSink } from './listener-types.ts';
 
 const EMPTY = Buffer.alloc(0);
 const LENGTH_VALUE = /^\d{1,15}$/;
@@ -72,9 +66,7 @@ class NodeBody implements BodyStream {
   }
 }
 
-class NodeExchange implements ResponseSink {
-  aborted = false;
-  private finished = false;
+class NodeExchange extends ExchangeBase<NodeListenerState> implements ResponseSink {
   private headSent = false;
   private flushed = false;
   private status = 200;
@@ -85,32 +77,16 @@ class NodeExchange implements ResponseSink {
   private closeHeaderSent = false;
   private declared = -1;
   private written = 0;
-  private needDrain = false;
   private drainArmed = false;
-  private readonly abortCbs: Array<() => void> = [];
-  private readonly writableCbs: Array<() => void> = [];
   private readonly req: IncomingMessage;
   private readonly res: ServerResponse;
-  private readonly state: NodeListenerState;
 
   constructor(req: IncomingMessage, res: ServerResponse, state: NodeListenerState) {
+    super(state);
     this.req = req;
     this.res = res;
-    this.state = state;
     res.on('finish', () => this.onFinish());
     res.on('close', () => this.onClose());
-  }
-
-  onAborted(cb: () => void): void {
-    if (this.aborted) {
-      queueMicrotask(cb);
-      return;
-    }
-    if (!this.finished) this.abortCbs.push(cb);
-  }
-
-  onWritable(cb: () => void): void {
-    this.writableCbs.push(cb);
   }
 
   /** The client sent `Connection: close`; node does not always act on it (e.g. `close\t`). */
@@ -189,9 +165,7 @@ class NodeExchange implements ResponseSink {
         this.drainArmed = true;
         this.res.once('drain', () => {
           this.drainArmed = false;
-          if (!this.needDrain || this.finished) return;
-          this.needDrain = false;
-          for (const cb of this.writableCbs) cb();
+          this.drained();
         });
       }
     }
@@ -221,11 +195,7 @@ class NodeExchange implements ResponseSink {
   }
 
   destroy(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.state.inFlight--;
-    this.req.socket.destroy();
+    if (this.finish(true)) this.req.socket.destroy();
   }
 
   /** Local reply through the response object (the request was parsed). */
@@ -241,16 +211,11 @@ class NodeExchange implements ResponseSink {
   }
 
   private clamp(chunk: Buffer): Buffer {
-    if (this.declared === -1) return chunk;
-    const room = this.declared - this.written;
-    if (room >= chunk.length) return chunk;
-    return room <= 0 ? EMPTY : chunk.subarray(0, room);
+    return clampToLength(chunk, this.declared, this.written);
   }
 
   private onFinish(): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.state.inFlight--;
+    if (!this.finish(false)) return;
     if (this.state.active.get(this.req.socket) === this) this.state.active.delete(this.req.socket);
     // Close requested after the head went out without `connection: close` (or drain began since).
     if ((this.closeAfter || this.state.draining) && !this.closeHeaderSent) this.req.socket.end();
@@ -258,37 +223,7 @@ class NodeExchange implements ResponseSink {
 
   private onClose(): void {
     if (this.state.active.get(this.req.socket) === this) this.state.active.delete(this.req.socket);
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.state.inFlight--;
-    for (const cb of this.abortCbs) cb();
-  }
-}
-
-class NodeIncoming implements IncomingRequest {
-  readonly engine = 'node' as const;
-  readonly secure = false;
-  readonly method: string;
-  readonly target: string;
-  readonly headers: HeaderList;
-  readonly remoteAddress: string;
-  readonly localPort: number;
-  readonly body: BodyStream | null;
-  constructor(
-    method: string,
-    target: string,
-    headers: HeaderList,
-    remoteAddress: string,
-    localPort: number,
-    body: BodyStream | null,
-  ) {
-    this.method = method;
-    this.target = target;
-    this.headers = headers;
-    this.remoteAddress = remoteAddress;
-    this.localPort = localPort;
-    this.body = body;
+    this.clientGone();
   }
 }
 
@@ -363,7 +298,8 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
       return;
     }
     if (!isHeadProblem(framing) && framing.close) exchange.closeAfterResponse();
-    const incoming = new NodeIncoming(
+    const incoming = new EngineIncoming(
+      'node',
       method,
       target,
       headers,
@@ -410,7 +346,8 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
       endSocket(socket, rawLocalReply(501, 'protocol upgrade is not supported on this listener', null));
       return;
     }
-    const incoming = new NodeIncoming(
+    const incoming = new EngineIncoming(
+      'node',
       req.method ?? 'GET',
       req.url ?? '/',
       headerList(req),

@@ -33,6 +33,7 @@
 
 import type * as Uws from 'uWebSockets.js';
 import { createRequire } from 'node:module';
+import { EngineIncoming, ExchangeBase } from './engine-exchange.ts';
 import {
   checkRequestHead,
   compactIpv6,
@@ -46,7 +47,6 @@ import {
 import type {
   BodyStream,
   HeaderList,
-  IncomingRequest,
   Listener,
   ListenOptions,
   RequestHandler,
@@ -179,10 +179,8 @@ class UwsBody implements BodyStream {
   }
 }
 
-class UwsExchange implements ResponseSink {
-  aborted = false;
-  /** The uWS response object is no longer usable: completed, aborted or destroyed. */
-  private finished = false;
+/** `finished`: the uWS response object is no longer usable (completed, aborted or destroyed). */
+class UwsExchange extends ExchangeBase<UwsListenerState> implements ResponseSink {
   private mode: BodyMode = Mode.none;
   /** Status and headers given to `writeHead`, not written yet (see `emitHead`). */
   private headStatus = 0;
@@ -196,37 +194,21 @@ class UwsExchange implements ResponseSink {
   /** Known-length bytes uWS did not take yet (tryEnd does not buffer). */
   private readonly pending: Buffer[] = [];
   private endPending = false;
-  private needDrain = false;
   private writableArmed = false;
-  private readonly abortCbs: Array<() => void> = [];
-  private readonly writableCbs: Array<() => void> = [];
   readonly res: UwsResponse;
-  private readonly state: UwsListenerState;
   private readonly isHead: boolean;
   /** The client asked for `Connection: close`. */
   clientClose = false;
 
   constructor(res: UwsResponse, state: UwsListenerState, isHead: boolean) {
+    super(state);
     this.res = res;
-    this.state = state;
     this.isHead = isHead;
     res.onAborted(() => this.onUwsAborted());
   }
 
   resUsable(): boolean {
     return !this.finished;
-  }
-
-  onAborted(cb: () => void): void {
-    if (this.aborted) {
-      queueMicrotask(cb);
-      return;
-    }
-    if (!this.finished) this.abortCbs.push(cb);
-  }
-
-  onWritable(cb: () => void): void {
-    this.writableCbs.push(cb);
   }
 
   writeHead(status: number, headers: HeaderList): void {
@@ -369,15 +351,11 @@ class UwsExchange implements ResponseSink {
       return;
     }
     // Fewer bytes than the Content-Length promised: cut the connection so the client sees it.
-    this.cut();
+    this.destroy();
   }
 
   destroy(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.state.inFlight--;
-    this.res.close();
+    if (this.finish(true)) this.res.close();
   }
 
   /** Local reply before the handler ran: one-line body, optional flag, connection closed. */
@@ -455,62 +433,19 @@ class UwsExchange implements ResponseSink {
     }
     if (this.endPending) {
       this.endPending = false;
-      this.cut();
+      this.destroy();
       return true;
     }
-    if (this.needDrain) {
-      this.needDrain = false;
-      for (const cb of this.writableCbs) cb();
-    }
+    this.drained();
     return true;
   }
 
-  private cut(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.state.inFlight--;
-    this.res.close();
-  }
-
   private complete(): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.state.inFlight--;
+    this.finish(false);
   }
 
   private onUwsAborted(): void {
-    if (this.finished) return;
-    this.aborted = true;
-    this.finished = true;
-    this.state.inFlight--;
-    for (const cb of this.abortCbs) cb();
-  }
-}
-
-class UwsIncoming implements IncomingRequest {
-  readonly engine = 'uws' as const;
-  readonly secure = false;
-  readonly method: string;
-  readonly target: string;
-  readonly headers: HeaderList;
-  readonly remoteAddress: string;
-  readonly localPort: number;
-  readonly body: BodyStream | null;
-  constructor(
-    method: string,
-    target: string,
-    headers: HeaderList,
-    remoteAddress: string,
-    localPort: number,
-    body: BodyStream | null,
-  ) {
-    this.method = method;
-    this.target = target;
-    this.headers = headers;
-    this.remoteAddress = remoteAddress;
-    this.localPort = localPort;
-    this.body = body;
+    this.clientGone();
   }
 }
 
@@ -579,7 +514,7 @@ function onRequest(
   }
   exchange.clientClose = framing.close;
   const body = framing.chunked || framing.contentLength > 0 ? new UwsBody(exchange) : null;
-  const incoming = new UwsIncoming(method, target, headers, remoteText(res), port(), body);
+  const incoming = new EngineIncoming('uws', method, target, headers, remoteText(res), port(), body);
   try {
     handler(incoming, exchange);
   } catch {
