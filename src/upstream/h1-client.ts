@@ -47,36 +47,35 @@
 import { connect, isIP, type Socket } from 'node:net';
 import { isFieldValue, isTargetText, isToken } from '../listener/http-syntax.ts';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import { EndpointMap } from './endpoint-map.ts';
 import { H1ResponseParser } from './h1-response-parser.ts';
-import type {
-  UpstreamCall,
-  UpstreamClient,
-  UpstreamFailure,
-  UpstreamHandler,
-  UpstreamRequest,
-  UpstreamTarget,
+import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
+import {
+  type ConnectionOptions,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  type EndpointClient,
+  type UpstreamCall,
+  type UpstreamClient,
+  type UpstreamFailure,
+  type UpstreamHandler,
+  type UpstreamRequest,
+  type UpstreamTarget,
 } from './upstream-types.ts';
 
-export interface H1UpstreamOptions {
+export interface H1UpstreamOptions extends ConnectionOptions {
   /** Takes every request the lean path does not handle (see the top of this file). */
   readonly fallback: UpstreamClient;
-  /** Default 10 000 (Istio's mesh `connectTimeout`). */
-  readonly connectTimeoutMs?: number;
-  /** Idle time before a pooled socket is closed when the server sends no hint. Default 4 000. */
-  readonly keepAliveTimeoutMs?: number;
   /** Idle sockets kept per endpoint. Default 1024. */
   readonly maxIdlePerEndpoint?: number;
 }
 
-export interface H1Upstream extends UpstreamClient {
-  /**
-   * Closes the idle sockets of endpoints whose `address:port` key is not in `keys` and forgets them
-   * (sockets in use are closed when their request ends). Passed on to the fallback when it has `retain`.
-   */
-  retain(keys: ReadonlySet<string>): void;
-  /** `address:port` keys of the lean endpoints currently known. */
-  endpoints(): string[];
-}
+/**
+ * `retain` closes the idle sockets of the dropped endpoints (sockets in use are closed when their
+ * request ends) and is passed on to the fallback when it has `retain`; `endpoints` lists the lean
+ * endpoints currently known.
+ */
+export type H1Upstream = EndpointClient;
 
 /** Upper bound for a server's keep-alive hint. */
 const MAX_KEEP_ALIVE_MS = 600_000;
@@ -95,10 +94,10 @@ interface Settings {
 }
 
 export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
-  const keepAliveTimeoutMs = opts.keepAliveTimeoutMs ?? 4_000;
+  const keepAliveTimeoutMs = opts.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS;
   const settings: Settings = {
     fallback: opts.fallback,
-    connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     keepAliveTimeoutMs,
     maxIdle: opts.maxIdlePerEndpoint ?? 1024,
     sweepMs: Math.min(1000, Math.max(25, Math.floor(keepAliveTimeoutMs / 4))),
@@ -107,29 +106,14 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
     drained: [],
   };
   const fallback = opts.fallback;
-  // address → port → endpoint: a lookup builds no key string.
-  const endpoints = new Map<string, Map<number, Endpoint>>();
-
-  function endpointFor(target: UpstreamTarget): Endpoint {
-    let byPort = endpoints.get(target.address);
-    if (byPort === undefined) {
-      byPort = new Map();
-      endpoints.set(target.address, byPort);
-    }
-    let ep = byPort.get(target.port);
-    if (ep === undefined) {
-      ep = new Endpoint(settings, target.address, target.port);
-      byPort.set(target.port, ep);
-    }
-    return ep;
-  }
+  const endpoints = new EndpointMap<Endpoint>((address, port) => new Endpoint(settings, address, port));
 
   return {
     send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall {
       if (req.expectContinue || req.method === 'CONNECT' || hasUpgrade(req.headers)) {
         return fallback.send(target, req, handler);
       }
-      const ep = endpointFor(target);
+      const ep = endpoints.get(target.address, target.port);
       if (!ep.lean) return fallback.send(target, req, handler);
       const call = new H1Call(ep, req, handler);
       call.start();
@@ -137,27 +121,17 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
     },
 
     retain(keys: ReadonlySet<string>): void {
-      for (const [address, byPort] of endpoints) {
-        for (const [port, ep] of byPort) {
-          if (keys.has(`${address}:${port}`)) continue;
-          byPort.delete(port);
-          ep.shut();
-        }
-        if (byPort.size === 0) endpoints.delete(address);
-      }
+      endpoints.retain(keys, (ep) => ep.shut());
       if (hasRetain(fallback)) fallback.retain(keys);
     },
 
     endpoints(): string[] {
-      const keys: string[] = [];
-      for (const [address, byPort] of endpoints)
-        for (const [port, ep] of byPort) if (ep.lean) keys.push(`${address}:${port}`);
-      return keys;
+      return endpoints.keys((ep) => ep.lean);
     },
 
     async close(): Promise<void> {
       settings.closed = true;
-      for (const byPort of endpoints.values()) for (const ep of byPort.values()) ep.shut();
+      for (const ep of endpoints.values()) ep.shut();
       endpoints.clear();
       if (settings.busy > 0) {
         await new Promise<void>((resolve) => {
@@ -169,7 +143,7 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
   };
 }
 
-function hasRetain(c: UpstreamClient): c is UpstreamClient & { retain(keys: ReadonlySet<string>): void } {
+function hasRetain(c: UpstreamClient): c is UpstreamClient & Pick<EndpointClient, 'retain'> {
   return 'retain' in c && typeof c.retain === 'function';
 }
 
@@ -466,7 +440,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   }
 
   onConnectError(err: Error): void {
-    this.failWith(errorCode(err) === 'ETIMEDOUT' ? 'timeout' : 'connect', errorDetail(err));
+    this.failWith(failureBeforeSend(errorCode(err)), errorDetail(err));
   }
 
   onSocketData(b: Buffer): void {
@@ -679,16 +653,4 @@ function decimal(s: string): number {
     v = v * 10 + d;
   }
   return v;
-}
-
-function errorCode(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
-    return err.code;
-  return '';
-}
-
-function errorDetail(err: unknown): string {
-  const code = errorCode(err);
-  const message = err instanceof Error ? err.message : String(err);
-  return code === '' ? message : `${code}: ${message}`;
 }

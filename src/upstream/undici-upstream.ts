@@ -35,31 +35,28 @@
 import { Readable } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import { EndpointMap } from './endpoint-map.ts';
 import { addConnectionTokens, isHopByHop } from './forward-headers.ts';
-import type {
-  UpstreamCall,
-  UpstreamClient,
-  UpstreamFailure,
-  UpstreamHandler,
-  UpstreamRequest,
-  UpstreamTarget,
+import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
+import {
+  type ConnectionOptions,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  type EndpointClient,
+  type UpstreamCall,
+  type UpstreamFailure,
+  type UpstreamHandler,
+  type UpstreamRequest,
+  type UpstreamTarget,
 } from './upstream-types.ts';
 
-export interface UndiciUpstreamOptions {
-  /** Default 10 000 (Istio's mesh `connectTimeout`). */
-  readonly connectTimeoutMs?: number;
-  /** Idle time before a pooled connection is closed when the server sends no hint. Default 4 000. */
-  readonly keepAliveTimeoutMs?: number;
+export interface UndiciUpstreamOptions extends ConnectionOptions {
   /** Connection cap per endpoint. Default: no cap (circuit breaking happens before the client). */
   readonly connectionsPerEndpoint?: number;
 }
 
-export interface UndiciUpstream extends UpstreamClient {
-  /** Closes (gracefully) the pools of endpoints whose `address:port` key is not in `keys`. */
-  retain(keys: ReadonlySet<string>): void;
-  /** `address:port` keys of the pools currently open. */
-  endpoints(): string[];
-}
+/** `retain` closes the dropped endpoints' pools gracefully; `endpoints` lists the pools open. */
+export type UndiciUpstream = EndpointClient;
 
 /** Envoy's default limit for a header section (60 KiB); Node's default would be 16 KiB. */
 const MAX_HEADER_SIZE = 60 * 1024;
@@ -68,8 +65,8 @@ const ABORTED = new Error('aborted by the proxy');
 
 export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUpstream {
   const poolOptions: Pool.Options = {
-    connectTimeout: opts.connectTimeoutMs ?? 10_000,
-    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 4_000,
+    connectTimeout: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    keepAliveTimeout: opts.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
     connections: opts.connectionsPerEndpoint ?? null,
     pipelining: 1,
     // Route and idle timeouts are enforced by the pipeline; 0 turns undici's own off.
@@ -77,30 +74,17 @@ export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUp
     bodyTimeout: 0,
     maxHeaderSize: MAX_HEADER_SIZE,
   };
-  // address → port → pool: looking up a pool builds no key string.
-  const pools = new Map<string, Map<number, Pool>>();
-
-  function poolFor(target: UpstreamTarget): Pool {
-    let byPort = pools.get(target.address);
-    if (byPort === undefined) {
-      byPort = new Map();
-      pools.set(target.address, byPort);
-    }
-    let pool = byPort.get(target.port);
-    if (pool === undefined) {
-      const host = target.address.includes(':') ? `[${target.address}]` : target.address;
-      pool = new Pool(`http://${host}:${target.port}`, poolOptions);
-      byPort.set(target.port, pool);
-    }
-    return pool;
-  }
+  const pools = new EndpointMap<Pool>((address, port) => {
+    const host = address.includes(':') ? `[${address}]` : address;
+    return new Pool(`http://${host}:${port}`, poolOptions);
+  });
 
   return {
     send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall {
       const attempt = new Attempt(handler, req.body);
       let pool: Pool;
       try {
-        pool = poolFor(target);
+        pool = pools.get(target.address, target.port);
       } catch (err) {
         // Bad address or port: undici refuses to build the origin.
         attempt.failLater('connect', errorDetail(err));
@@ -120,26 +104,18 @@ export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUp
     },
 
     retain(keys: ReadonlySet<string>): void {
-      for (const [address, byPort] of pools) {
-        for (const [port, pool] of byPort) {
-          if (keys.has(`${address}:${port}`)) continue;
-          byPort.delete(port);
-          pool.close().catch(() => {});
-        }
-        if (byPort.size === 0) pools.delete(address);
-      }
+      pools.retain(keys, (pool) => {
+        pool.close().catch(() => {});
+      });
     },
 
     endpoints(): string[] {
-      const keys: string[] = [];
-      for (const [address, byPort] of pools)
-        for (const port of byPort.keys()) keys.push(`${address}:${port}`);
-      return keys;
+      return pools.keys();
     },
 
     async close(): Promise<void> {
       const closing: Promise<void>[] = [];
-      for (const byPort of pools.values()) for (const pool of byPort.values()) closing.push(pool.close());
+      for (const pool of pools.values()) closing.push(pool.close());
       pools.clear();
       await Promise.all(closing);
     },
@@ -312,18 +288,6 @@ function responseHeaders(raw: Buffer[]): HeaderList {
   return out;
 }
 
-function errorCode(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
-    return err.code;
-  return '';
-}
-
-function errorDetail(err: unknown): string {
-  const code = errorCode(err);
-  const message = err instanceof Error ? err.message : String(err);
-  return code === '' ? message : `${code}: ${message}`;
-}
-
 /**
  * Maps an undici or socket error to an `UpstreamFailure`. `sent` tells whether undici had started
  * writing the request: before that nothing reached the upstream, so it is a connect failure.
@@ -332,7 +296,7 @@ export function classify(err: unknown, sent: boolean): UpstreamFailure {
   const code = errorCode(err);
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return 'timeout';
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') return 'protocol';
-  if (!sent) return code === 'ETIMEDOUT' ? 'timeout' : 'connect';
+  if (!sent) return failureBeforeSend(code);
   // undici 7.30 builds `HPE_*` codes from a lookup that misses, so its parser errors carry no code: go by
   // the class name. A message ending at EOF means the connection closed mid-message: a reset.
   if (code.startsWith('HPE_') || (err instanceof Error && err.name === 'HTTPParserError')) {

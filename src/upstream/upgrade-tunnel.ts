@@ -15,6 +15,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { failureBeforeSend } from './upstream-errors.ts';
 import type { UpstreamFailure, UpstreamRequest, UpstreamTarget } from './upstream-types.ts';
 
 export interface UpgradeTunnelOptions {
@@ -88,7 +89,7 @@ export function openUpgradeTunnel(
 
   upstream.on('error', (err: Error & { code?: string }) => {
     if (state === State.connecting) {
-      fail(err.code === 'ETIMEDOUT' ? 'timeout' : 'connect', `${err.code ?? ''} ${err.message}`.trim());
+      fail(failureBeforeSend(err.code ?? ''), `${err.code ?? ''} ${err.message}`.trim());
     } else if (state === State.awaitingResponse) {
       fail('reset', `${err.code ?? ''} ${err.message}`.trim());
     } else if (state === State.relaying) {

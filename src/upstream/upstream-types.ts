@@ -53,3 +53,23 @@ export interface UpstreamClient {
   /** Close every pool (shutdown). */
   close(): Promise<void>;
 }
+
+/** Connection options both clients take. */
+export interface ConnectionOptions {
+  /** Default 10 000 (Istio's mesh `connectTimeout`). */
+  readonly connectTimeoutMs?: number;
+  /** Idle time before a pooled connection is closed when the server sends no hint. Default 4 000. */
+  readonly keepAliveTimeoutMs?: number;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** Under Node's 5 s server default, so the client closes an idle connection before the server does. */
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 4_000;
+
+/** A client that keeps connections per endpoint (`address:port`). */
+export interface EndpointClient extends UpstreamClient {
+  /** Closes the connections of endpoints whose `address:port` key is not in `keys` and forgets them. */
+  retain(keys: ReadonlySet<string>): void;
+  /** `address:port` keys of the endpoints currently kept. */
+  endpoints(): string[];
+}
