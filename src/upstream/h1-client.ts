@@ -48,7 +48,7 @@ import { connect, isIP, type Socket } from 'node:net';
 import { isFieldValue, isTargetText, isToken } from '../listener/http-syntax.ts';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
 import { EndpointMap } from './endpoint-map.ts';
-import { H1ResponseParser } from './h1-response-parser.ts';
+import { H1ResponseParser, parseDecimal } from './h1-response-parser.ts';
 import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
 import {
   type ConnectionOptions,
@@ -420,12 +420,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   abort(): void {
     if (this.done) return;
     this.settle();
-    const conn = this.conn;
-    this.conn = null;
-    if (conn !== null) {
-      conn.call = null;
-      conn.destroy();
-    }
+    this.dropConn();
   }
 
   // ---- from Conn ----
@@ -467,8 +462,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     ) {
       // Stale keep-alive race (see the top): once more on a fresh connection.
       this.retried = true;
-      conn.call = null;
-      conn.destroy();
+      this.dropConn();
       this.conn = new Conn(this.endpoint, this);
       return;
     }
@@ -542,13 +536,18 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   private failWith(failure: UpstreamFailure, detail: string): void {
     if (this.done) return;
     this.settle();
+    this.dropConn();
+    this.handler.onError(failure, this.headersSeen, detail);
+  }
+
+  /** Lets go of the socket, if any: no more events from it, and it is destroyed (never reused). */
+  private dropConn(): void {
     const conn = this.conn;
     this.conn = null;
     if (conn !== null) {
       conn.call = null;
       conn.destroy();
     }
-    this.handler.onError(failure, this.headersSeen, detail);
   }
 
   /** Reports a failure on a microtask, so `send` returns before any callback runs. */
@@ -624,7 +623,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
         return this.refuse(`invalid header ${JSON.stringify(name)}`);
       if (name === 'content-length') {
         if (length !== -1) return this.refuse('more than one content-length');
-        length = decimal(value);
+        length = parseDecimal(value);
         if (length < 0) return this.refuse('invalid content-length');
       }
       head += `${name}: ${value}\r\n`;
@@ -642,15 +641,4 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     this.invalid = `request not sent: ${why}`;
     return '';
   }
-}
-
-function decimal(s: string): number {
-  if (s.length === 0 || s.length > 15) return -1;
-  let v = 0;
-  for (let i = 0; i < s.length; i++) {
-    const d = s.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) return -1;
-    v = v * 10 + d;
-  }
-  return v;
 }

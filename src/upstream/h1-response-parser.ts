@@ -650,8 +650,8 @@ export abstract class H1ResponseParser {
 
 const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f];
 
-/** 1–15 decimal digits → value; anything else → -1. */
-function parseDecimal(s: string): number {
+/** 1–15 decimal digits → value; anything else → -1. (Also the lean client's check of a request's length.) */
+export function parseDecimal(s: string): number {
   const n = s.length;
   if (n === 0 || n > 15) return -1;
   let v = 0;
