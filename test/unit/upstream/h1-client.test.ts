@@ -5,9 +5,8 @@
  * abort, the stale keep-alive retry, and the undici fallback.
  */
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import type { BodyStream, HeaderList } from '../../../src/listener/listener-types.ts';
 import { createH1Upstream, type H1Upstream } from '../../../src/upstream/h1-client.ts';
@@ -15,115 +14,35 @@ import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
 import type {
   UpstreamCall,
   UpstreamClient,
-  UpstreamFailure,
   UpstreamHandler,
   UpstreamRequest,
   UpstreamTarget,
 } from '../../../src/upstream/upstream-types.ts';
-
-const MiB = 1024 * 1024;
-
-interface Outcome {
-  status: number;
-  headers: HeaderList;
-  body: Buffer;
-  ended: boolean;
-  error: { failure: UpstreamFailure; afterHeaders: boolean; detail: string } | null;
-}
-
-function request(overrides: Partial<UpstreamRequest> = {}): UpstreamRequest {
-  return {
-    method: 'GET',
-    path: '/',
-    headers: ['host', 'svc'],
-    body: null,
-    expectContinue: false,
-    ...overrides,
-  };
-}
-
-function roundTrip(client: UpstreamClient, target: UpstreamTarget, req: UpstreamRequest): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const o: Outcome = { status: 0, headers: [], body: Buffer.alloc(0), ended: false, error: null };
-    const chunks: Buffer[] = [];
-    client.send(target, req, {
-      onHeaders(status, headers) {
-        o.status = status;
-        o.headers = headers;
-      },
-      onData(chunk) {
-        chunks.push(Buffer.from(chunk));
-        return true;
-      },
-      onEnd() {
-        o.ended = true;
-        o.body = Buffer.concat(chunks);
-        resolve(o);
-      },
-      onError(failure, afterHeaders, detail) {
-        o.error = { failure, afterHeaders, detail };
-        o.body = Buffer.concat(chunks);
-        resolve(o);
-      },
-    });
-  });
-}
+import {
+  closedPort,
+  GeneratedBody,
+  MiB,
+  netServer,
+  type Outcome,
+  pumpingServer,
+  request,
+  roundTrip,
+  type Served,
+  httpServer as serveHttp,
+} from './upstream-harness.ts';
 
 function header(headers: HeaderList, name: string): string | undefined {
   for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1];
   return undefined;
 }
 
-interface Served {
-  target: UpstreamTarget;
-  /** Connections accepted so far. */
-  connections: () => number;
-  /** Connections currently open (server side). */
-  open: () => number;
-}
-
-async function httpServer(
-  t: Test,
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-): Promise<Served> {
-  const server = createServer({ keepAliveTimeout: 30_000 }, handler);
-  let connections = 0;
-  let open = 0;
-  server.on('connection', (s: Socket) => {
-    connections++;
-    open++;
-    s.on('close', () => open--);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return {
-    target: { address: '127.0.0.1', port: (server.address() as AddressInfo).port },
-    connections: () => connections,
-    open: () => open,
-  };
+function httpServer(t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Served> {
+  return serveHttp(t, handler, { keepAliveTimeout: 30_000 });
 }
 
 /** A raw server: `onRequest(socket, n)` for each request head (n counts requests on that socket, from 1). */
-async function rawServer(
-  t: Test,
-  onRequest: (socket: Socket, n: number, head: string) => void,
-): Promise<Served> {
-  let connections = 0;
-  let open = 0;
-  const sockets = new Set<Socket>();
-  const server = createNetServer((socket) => {
-    connections++;
-    open++;
-    sockets.add(socket);
-    socket.on('close', () => {
-      open--;
-      sockets.delete(socket);
-    });
-    socket.on('error', () => {});
+function rawServer(t: Test, onRequest: (socket: Socket, n: number, head: string) => void): Promise<Served> {
+  return netServer(t, (socket) => {
     let buffered = '';
     let n = 0;
     socket.on('data', (b: Buffer) => {
@@ -137,17 +56,6 @@ async function rawServer(
       }
     });
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return {
-    target: { address: '127.0.0.1', port: (server.address() as AddressInfo).port },
-    connections: () => connections,
-    open: () => open,
-  };
 }
 
 const unusedFallback: UpstreamClient = {
@@ -192,45 +100,6 @@ class ListBody implements BodyStream {
     this.pauses++;
   }
   resume(): void {}
-}
-
-/** Produces `total` bytes as fast as allowed; counts pause/resume. */
-class GeneratedBody implements BodyStream {
-  pauses = 0;
-  resumes = 0;
-  produced = 0;
-  private cb: ((chunk: Buffer, last: boolean) => void) | null = null;
-  private paused = false;
-  private scheduled = false;
-  private readonly total: number;
-  constructor(total: number) {
-    this.total = total;
-  }
-  onData(cb: (chunk: Buffer, last: boolean) => void): void {
-    this.cb = cb;
-    this.pump();
-  }
-  pause(): void {
-    this.pauses++;
-    this.paused = true;
-  }
-  resume(): void {
-    this.resumes++;
-    this.paused = false;
-    this.pump();
-  }
-  private pump(): void {
-    if (this.scheduled || this.cb === null) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      while (!this.paused && this.produced < this.total) {
-        const n = Math.min(64 * 1024, this.total - this.produced);
-        this.produced += n;
-        this.cb?.(Buffer.alloc(n, 0x61), this.produced === this.total);
-      }
-    });
-  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -494,22 +363,7 @@ t.test(
   '64 MiB response to a consumer returning false: the socket is paused, the server stalls',
   async (t) => {
     const SIZE = 64 * MiB;
-    const CHUNK = 64 * 1024;
-    let written = 0;
-    const s = await httpServer(t, (_req, res) => {
-      res.setHeader('content-length', String(SIZE));
-      const pump = (): void => {
-        while (written < SIZE) {
-          written += CHUNK;
-          if (!res.write(Buffer.alloc(CHUNK, 0x63))) {
-            res.once('drain', pump);
-            return;
-          }
-        }
-        res.end();
-      };
-      pump();
-    });
+    const s = await pumpingServer(t, SIZE, { keepAliveTimeout: 30_000 });
     const c = client(t);
     let received = 0;
     let pauses = 0;
@@ -523,10 +377,10 @@ t.test(
           if (received % (8 * MiB) < chunk.length) {
             pauses++;
             const first = pauses === 1;
-            if (first) setTimeout(() => (writtenAtPause = written), 100);
+            if (first) setTimeout(() => (writtenAtPause = s.written()), 100);
             setTimeout(
               () => {
-                if (first) writtenAfterStall = written;
+                if (first) writtenAfterStall = s.written();
                 call.resume();
               },
               first ? 300 : 5,
@@ -576,14 +430,9 @@ t.test('connect refused → connect, before headers', async (t) => {
   const s = await httpServer(t, () => {});
   const port = s.target.port;
   // Find a closed port: listen, note it, close.
-  const probe = createNetServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const closedPort = (probe.address() as AddressInfo).port;
-  probe.close();
-  await once(probe, 'close');
-  t.not(closedPort, port);
-  const o = await roundTrip(client(t), { address: '127.0.0.1', port: closedPort }, request());
+  const unused = await closedPort();
+  t.not(unused, port);
+  const o = await roundTrip(client(t), { address: '127.0.0.1', port: unused }, request());
   t.equal(o.error?.failure, 'connect');
   t.equal(o.error?.afterHeaders, false);
   t.match(o.error?.detail, /ECONNREFUSED/);

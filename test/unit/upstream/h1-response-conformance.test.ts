@@ -40,8 +40,9 @@ import type { HeaderList } from '../../../src/listener/listener-types.ts';
 import { cleanResponseHeaders } from '../../../src/upstream/forward-headers.ts';
 import { createH1Upstream } from '../../../src/upstream/h1-client.ts';
 import { H1ResponseParser } from '../../../src/upstream/h1-response-parser.ts';
-import type { UpstreamClient, UpstreamFailure } from '../../../src/upstream/upstream-types.ts';
+import type { UpstreamClient } from '../../../src/upstream/upstream-types.ts';
 import { type ExpectedMessage, type LlhttpCase, loadLlhttpCases } from '../listener/conformance-cases.ts';
+import { newOutcome, type Outcome, recordInto } from './upstream-harness.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const sharedDir = path.resolve(repoRoot, '../shared');
@@ -68,18 +69,6 @@ const DEVIATIONS: Record<string, string> = {
   'connection: HTTP 101 response with Upgrade and Transfer-Encoding header':
     'the lean client never sends an upgrade request (those go to the fallback), so a 101 is an invalid answer',
 };
-
-interface Outcome {
-  status: number;
-  headers: HeaderList;
-  body: Buffer;
-  ended: boolean;
-  error: { failure: UpstreamFailure; afterHeaders: boolean; detail: string } | null;
-}
-
-function newOutcome(): Outcome {
-  return { status: 0, headers: [], body: Buffer.alloc(0), ended: false, error: null };
-}
 
 function statusOf(c: LlhttpCase, m: ExpectedMessage): number {
   const line = c.raw.subarray(m.begin, m.begin + 64).toString('latin1');
@@ -249,24 +238,7 @@ function viaSocket(port: number, index: number, c: LlhttpCase): Promise<Outcome>
         body: null,
         expectContinue: false,
       },
-      {
-        onHeaders(status, headers) {
-          o.status = status;
-          o.headers = headers;
-        },
-        onData(chunk) {
-          chunks.push(Buffer.from(chunk));
-          return true;
-        },
-        onEnd() {
-          o.ended = true;
-          finish();
-        },
-        onError(failure, afterHeaders, detail) {
-          o.error = { failure, afterHeaders, detail };
-          finish();
-        },
-      },
+      recordInto(o, chunks, finish),
     );
   });
 }

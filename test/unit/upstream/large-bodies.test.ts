@@ -6,33 +6,15 @@
  * socket moves rss by 0–58 MiB from run to run here, even with a consumer that never pauses (freed
  * read buffers stay with the allocator), so rss cannot tell buffering from churn.
  */
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import t, { type Test } from 'tap';
-import type { BodyStream } from '../../../src/listener/listener-types.ts';
+import t from 'tap';
 import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
-import type { UpstreamCall, UpstreamTarget } from '../../../src/upstream/upstream-types.ts';
+import type { UpstreamCall } from '../../../src/upstream/upstream-types.ts';
+import { GeneratedBody, httpServer, MiB, pumpingServer } from './upstream-harness.ts';
 
-const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 const CHUNK = 64 * 1024;
-
-async function server(
-  t: Test,
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-): Promise<UpstreamTarget> {
-  const s = createServer(handler);
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  t.teardown(() => {
-    s.closeAllConnections();
-    s.close();
-  });
-  return { address: '127.0.0.1', port: (s.address() as AddressInfo).port };
-}
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -65,49 +47,9 @@ function memoryWatch(): { stop: () => { rss: number; live: number } } {
   };
 }
 
-/** Produces `total` bytes in fresh chunks as fast as allowed; counts pause/resume calls. */
-class GeneratedBody implements BodyStream {
-  pauses = 0;
-  resumes = 0;
-  produced = 0;
-  private cb: ((chunk: Buffer, last: boolean) => void) | null = null;
-  private paused = false;
-  private scheduled = false;
-  private readonly total: number;
-  constructor(total: number) {
-    this.total = total;
-  }
-  onData(cb: (chunk: Buffer, last: boolean) => void): void {
-    this.cb = cb;
-    this.schedule();
-  }
-  pause(): void {
-    this.pauses++;
-    this.paused = true;
-  }
-  resume(): void {
-    this.resumes++;
-    this.paused = false;
-    this.schedule();
-  }
-  private schedule(): void {
-    if (this.scheduled || this.cb === null) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      const cb = this.cb!;
-      while (!this.paused && this.produced < this.total) {
-        const n = Math.min(CHUNK, this.total - this.produced);
-        this.produced += n;
-        cb(Buffer.alloc(n, 0x62), this.produced === this.total);
-      }
-    });
-  }
-}
-
 t.test('64 MiB request body to a slow reader: the BodyStream is paused, memory stays bounded', async (t) => {
   let readerStartedAt = 0;
-  const target = await server(t, (req, res) => {
+  const { target } = await httpServer(t, (req, res) => {
     req.pause();
     let received = 0;
     setTimeout(() => {
@@ -126,7 +68,7 @@ t.test('64 MiB request body to a slow reader: the BodyStream is paused, memory s
   });
   const c = createUndiciUpstream();
   t.teardown(() => c.close());
-  const body = new GeneratedBody(SIZE);
+  const body = new GeneratedBody(SIZE, CHUNK, 0x62);
   const watch = memoryWatch();
   let producedWhileStalled = 0;
   setTimeout(() => {
@@ -170,21 +112,7 @@ t.test('64 MiB request body to a slow reader: the BodyStream is paused, memory s
 t.test(
   '64 MiB response to a consumer returning false: the upstream is paused, memory stays bounded',
   async (t) => {
-    let written = 0;
-    const target = await server(t, (_req, res) => {
-      res.setHeader('content-length', String(SIZE));
-      const pump = (): void => {
-        while (written < SIZE) {
-          written += CHUNK;
-          if (!res.write(Buffer.alloc(CHUNK, 0x63))) {
-            res.once('drain', pump);
-            return;
-          }
-        }
-        res.end();
-      };
-      pump();
-    });
+    const { target, written } = await pumpingServer(t, SIZE);
     const c = createUndiciUpstream();
     t.teardown(() => c.close());
     const watch = memoryWatch();
@@ -207,11 +135,11 @@ t.test(
               const stall = pausedCount === 1 ? 300 : 10;
               if (pausedCount === 1) {
                 setTimeout(() => {
-                  writtenAtPause = written;
+                  writtenAtPause = written();
                 }, 100);
               }
               setTimeout(() => {
-                if (pausedCount === 1) writtenAfterStall = written;
+                if (pausedCount === 1) writtenAfterStall = written();
                 call?.resume();
               }, stall);
               return false;

@@ -1,68 +1,10 @@
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  type Server as NetServer,
-  type Socket,
-} from 'node:net';
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import type { BodyStream, HeaderList } from '../../../src/listener/listener-types.ts';
 import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
-import type {
-  UpstreamCall,
-  UpstreamClient,
-  UpstreamFailure,
-  UpstreamRequest,
-  UpstreamTarget,
-} from '../../../src/upstream/upstream-types.ts';
-
-interface Outcome {
-  status: number;
-  headers: HeaderList;
-  body: Buffer;
-  ended: boolean;
-  error: { failure: UpstreamFailure; afterHeaders: boolean; detail: string } | null;
-}
-
-function request(overrides: Partial<UpstreamRequest> = {}): UpstreamRequest {
-  return {
-    method: 'GET',
-    path: '/',
-    headers: ['host', 'svc'],
-    body: null,
-    expectContinue: false,
-    ...overrides,
-  };
-}
-
-/** Sends one request and collects everything the handler sees. */
-function roundTrip(client: UpstreamClient, target: UpstreamTarget, req: UpstreamRequest): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const o: Outcome = { status: 0, headers: [], body: Buffer.alloc(0), ended: false, error: null };
-    const chunks: Buffer[] = [];
-    client.send(target, req, {
-      onHeaders(status, headers) {
-        o.status = status;
-        o.headers = headers;
-      },
-      onData(chunk) {
-        chunks.push(chunk);
-        return true;
-      },
-      onEnd() {
-        o.ended = true;
-        o.body = Buffer.concat(chunks);
-        resolve(o);
-      },
-      onError(failure, afterHeaders, detail) {
-        o.error = { failure, afterHeaders, detail };
-        o.body = Buffer.concat(chunks);
-        resolve(o);
-      },
-    });
-  });
-}
+import type { UpstreamCall, UpstreamFailure, UpstreamTarget } from '../../../src/upstream/upstream-types.ts';
+import { closedPort, GeneratedBody, httpServer, netServer, request, roundTrip } from './upstream-harness.ts';
 
 function values(headers: HeaderList, name: string): string[] {
   const out: string[] = [];
@@ -70,91 +12,14 @@ function values(headers: HeaderList, name: string): string[] {
   return out;
 }
 
-async function httpServer(
-  t: Test,
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-): Promise<{ server: Server; target: UpstreamTarget; sockets: () => number }> {
-  const server = createServer(handler);
-  let sockets = 0;
-  server.on('connection', () => sockets++);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return {
-    server,
-    target: { address: '127.0.0.1', port: (server.address() as AddressInfo).port },
-    sockets: () => sockets,
-  };
-}
-
 async function rawServer(t: Test, onSocket: (socket: Socket) => void): Promise<UpstreamTarget> {
-  const server: NetServer = createNetServer(onSocket);
-  const open = new Set<Socket>();
-  server.on('connection', (s) => {
-    open.add(s);
-    s.on('close', () => open.delete(s));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of open) s.destroy();
-    server.close();
-  });
-  return { address: '127.0.0.1', port: (server.address() as AddressInfo).port };
+  return (await netServer(t, onSocket)).target;
 }
 
 function client(t: Test): ReturnType<typeof createUndiciUpstream> {
   const c = createUndiciUpstream({ connectTimeoutMs: 2000 });
   t.teardown(() => c.close());
   return c;
-}
-
-/** A BodyStream that produces `total` bytes in fresh `chunkSize` chunks, honouring pause/resume. */
-class GeneratedBody implements BodyStream {
-  pauses = 0;
-  resumes = 0;
-  produced = 0;
-  private cb: ((chunk: Buffer, last: boolean) => void) | null = null;
-  private paused = false;
-  private scheduled = false;
-  private readonly total: number;
-  private readonly chunkSize: number;
-  constructor(total: number, chunkSize = 64 * 1024) {
-    this.total = total;
-    this.chunkSize = chunkSize;
-  }
-  onData(cb: (chunk: Buffer, last: boolean) => void): void {
-    this.cb = cb;
-    this.schedule();
-  }
-  pause(): void {
-    this.pauses++;
-    this.paused = true;
-  }
-  resume(): void {
-    this.resumes++;
-    this.paused = false;
-    this.schedule();
-  }
-  private schedule(): void {
-    if (this.scheduled || this.cb === null) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.pump();
-    });
-  }
-  private pump(): void {
-    const cb = this.cb!;
-    while (!this.paused && this.produced < this.total) {
-      const n = Math.min(this.chunkSize, this.total - this.produced);
-      this.produced += n;
-      cb(Buffer.alloc(n, 0x61), this.produced === this.total);
-    }
-  }
 }
 
 /** A BodyStream with fixed chunks, delivered on attach. */
@@ -307,17 +172,12 @@ t.test('connection refused → connect, body never attached', async (t) => {
   const target = await rawServer(t, () => {});
   const port = target.port;
   // Find a closed port: open and close a server.
-  const probe = createNetServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const closedPort = (probe.address() as AddressInfo).port;
-  probe.close();
-  await once(probe, 'close');
-  t.not(closedPort, port);
+  const unused = await closedPort();
+  t.not(unused, port);
   const body = fixedBody('x');
   const o = await roundTrip(
     client(t),
-    { address: '127.0.0.1', port: closedPort },
+    { address: '127.0.0.1', port: unused },
     request({ method: 'POST', body, headers: ['host', 'svc', 'content-length', '1'] }),
   );
   t.equal(o.error?.failure, 'connect');
@@ -368,7 +228,7 @@ t.test('invalid response bytes → protocol', async (t) => {
 });
 
 t.test('keep-alive: two sequential requests share one connection', async (t) => {
-  const { target, sockets } = await httpServer(t, (_req, res) => res.end('ok'));
+  const { target, connections } = await httpServer(t, (_req, res) => res.end('ok'));
   const c = client(t);
   const a = await roundTrip(c, target, request());
   // undici frees a connection one event-loop turn after a response (setImmediate); a request sent
@@ -377,7 +237,7 @@ t.test('keep-alive: two sequential requests share one connection', async (t) => 
   const b = await roundTrip(c, target, request({ method: 'POST', body: fixedBody('x') }));
   t.equal(a.body.toString(), 'ok');
   t.equal(b.body.toString(), 'ok');
-  t.equal(sockets(), 1);
+  t.equal(connections(), 1);
   t.same(c.endpoints(), [`127.0.0.1:${target.port}`]);
   c.retain(new Set());
   t.same(c.endpoints(), [], 'retain drops pools not listed');

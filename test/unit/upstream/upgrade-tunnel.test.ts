@@ -1,11 +1,12 @@
 import { once } from 'node:events';
 import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
-import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { prepareUpstreamHeaders } from '../../../src/upstream/forward-headers.ts';
 import { openUpgradeTunnel } from '../../../src/upstream/upgrade-tunnel.ts';
 import type { UpstreamFailure, UpstreamTarget } from '../../../src/upstream/upstream-types.ts';
+import { closedPort, netServer } from './upstream-harness.ts';
 
 /** A raw upstream: reads the request head, lets `respond` answer; records heads and socket closes. */
 async function rawUpstream(
@@ -13,15 +14,7 @@ async function rawUpstream(
   respond: (socket: Socket, head: string, rest: Buffer) => void,
 ): Promise<{ target: UpstreamTarget; heads: string[]; closed: () => number }> {
   const heads: string[] = [];
-  let closed = 0;
-  const open = new Set<Socket>();
-  const server = createNetServer((socket) => {
-    open.add(socket);
-    socket.on('close', () => {
-      closed++;
-      open.delete(socket);
-    });
-    socket.on('error', () => {});
+  const served = await netServer(t, (socket) => {
     let buf = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       buf = Buffer.concat([buf, chunk]);
@@ -34,17 +27,7 @@ async function rawUpstream(
     };
     socket.on('data', onData);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of open) s.destroy();
-    server.close();
-  });
-  return {
-    target: { address: '127.0.0.1', port: (server.address() as AddressInfo).port },
-    heads,
-    closed: () => closed,
-  };
+  return { target: served.target, heads, closed: () => served.connections() - served.open() };
 }
 
 /** The proxy side: a node:http server whose 'upgrade' event opens a tunnel to `target`. */
@@ -173,14 +156,9 @@ t.test('a non-101 answer is relayed as is, then the connection closes', async (t
 });
 
 t.test('connect refused → onFailure(connect) before anything is written to the client', async (t) => {
-  const probe = createNetServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const closedPort = (probe.address() as AddressInfo).port;
-  probe.close();
-  await once(probe, 'close');
+  const unused = await closedPort();
   const failures: { failure: UpstreamFailure; detail: string }[] = [];
-  const port = await front(t, { address: '127.0.0.1', port: closedPort }, failures);
+  const port = await front(t, { address: '127.0.0.1', port: unused }, failures);
   const req = upgradeRequest(port);
   req.end();
   const [res] = (await once(req, 'response')) as [IncomingMessage];
