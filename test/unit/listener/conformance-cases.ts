@@ -1,9 +1,10 @@
 /**
- * Loads the HTTP/1.1 request corpora in shared/conformance (see its README.md) into cases the
- * conformance test can send over a socket:
+ * Loads the HTTP/1.1 corpora in shared/conformance (see its README.md) into cases the conformance
+ * tests can send over a socket:
  *
- * - llhttp `request/*.md`: parsed from the markdown, not from llhttp-cases.json, whose `raw` lost
- *   the final CRLF of many inputs. Each test is a `meta` comment, an `http` block (the input, with
+ * - llhttp `request/*.md` (the listener's test) or `response/*.md` (the upstream client's test):
+ *   parsed from the markdown, not from llhttp-cases.json, whose `raw` lost the final CRLF of many
+ *   inputs. Each test is a `meta` comment, an `http` block (the input, with
  *   `\r`, `\n`, `\t`, `\f`, `\xHH` and octal escapes, `\` line continuations, newlines sent as CRLF)
  *   and a `log` block: the parser's callbacks, from which the expected messages (method, url,
  *   headers, body, how far each got) are rebuilt.
@@ -72,8 +73,13 @@ function decodeHttpBlock(lines: string[]): Buffer {
   return toBytes(s);
 }
 
-/** The log prints spans between quotes without escaping them; only tab, form feed, CR, LF are escaped. */
+/**
+ * The log prints spans between quotes without escaping them; only tab, form feed, CR, LF are escaped.
+ * A span of one CR or LF byte is printed bare, without quotes: `span[body]=cr`, `span[body]=lf`.
+ */
 function unquoteSpan(line: string): string {
+  const bare = /\]=(cr|lf)\s*$/.exec(line);
+  if (bare !== null) return bare[1] === 'cr' ? '\r' : '\n';
   const start = line.indexOf('="');
   const text = line.slice(start + 2, line.lastIndexOf('"'));
   return text.replace(/\\t/g, '\t').replace(/\\f/g, '\f').replace(/\\r/g, '\r').replace(/\\n/g, '\n');
@@ -139,8 +145,9 @@ function parseLog(lines: string[]): { messages: ExpectedMessage[]; error: string
   return { messages, error, upgrade };
 }
 
-export function loadLlhttpCases(sharedDir: string): LlhttpCase[] {
-  const dir = path.join(sharedDir, 'conformance', 'llhttp', 'request');
+/** The llhttp vectors of `shared/conformance/llhttp/<mode>/*.md`. */
+export function loadLlhttpCases(sharedDir: string, mode: 'request' | 'response'): LlhttpCase[] {
+  const dir = path.join(sharedDir, 'conformance', 'llhttp', mode);
   const out: LlhttpCase[] = [];
   const seen = new Map<string, number>();
   for (const file of readdirSync(dir)

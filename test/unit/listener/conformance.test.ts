@@ -353,7 +353,7 @@ if (!existsSync(path.join(sharedDir, 'conformance'))) {
 } else {
   const rows: Row[] = [];
   const skipped: string[] = [];
-  for (const c of loadLlhttpCases(sharedDir)) {
+  for (const c of loadLlhttpCases(sharedDir, 'request')) {
     if (c.notApplicable !== null) {
       skipped.push(`llhttp ${c.id}: ${c.notApplicable}`);
       continue;

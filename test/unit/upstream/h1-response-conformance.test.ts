@@ -2,10 +2,9 @@
  * Response conformance of the lean HTTP/1.1 client (src/upstream/h1-client.ts) against llhttp's
  * response vectors in shared/conformance/llhttp/response/*.md.
  *
- * The markdown is read by the listener's reader (test/unit/listener/conformance-cases.ts), imported,
- * not copied. That reader is wired to `conformance/llhttp/request`, so it is pointed at a temporary
- * directory whose `conformance/llhttp/request` is a symlink to the response folder. It does not record
- * the status code; that is read from the raw bytes at each message's start.
+ * The markdown is read by the listener's reader (test/unit/listener/conformance-cases.ts, in its
+ * `response` mode), imported, not copied. It does not record the status code; that is read from the
+ * raw bytes at each message's start.
  *
  * Two runs over every case:
  * - socket: a `net` server on 127.0.0.1 answers the client's request with the raw bytes and closes;
@@ -30,9 +29,7 @@
  * that stopped happening.
  */
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
@@ -46,7 +43,6 @@ import { newOutcome, type Outcome, recordInto } from './upstream-harness.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const sharedDir = path.resolve(repoRoot, '../shared');
-const responseDir = path.join(sharedDir, 'conformance', 'llhttp', 'response');
 const CASE_TIMEOUT_MS = 3000;
 
 /** Where the client is deliberately stricter than llhttp's default mode. Outcome: a `protocol` failure. */
@@ -95,25 +91,11 @@ function expectation(c: LlhttpCase): Expectation {
   const fields = {
     status: statusOf(c, final),
     headers: cleanResponseHeaders(raw),
-    body: repairBody(final.body),
+    body: final.body,
   };
   if (final.messageComplete) return { kind: 'complete', ...fields };
   if (c.error !== null && !c.upgrade) return { kind: 'refuse-body', ...fields };
   return { kind: 'open', ...fields };
-}
-
-/**
- * The shared reader decodes quoted spans only: a one-byte body span logged as `span[body]=lf` (or `=cr`)
- * comes out as the text `ff=<off> len=1 span[body]=l` (`=c`). Put the byte back. (Reported to the
- * listener's owners; remove once conformance-cases.ts decodes these spans.)
- */
-function repairBody(body: Buffer): Buffer {
-  const text = body.toString('latin1');
-  if (!text.includes(' span[body]=')) return body;
-  return Buffer.from(
-    text.replace(/ff=\d+ len=1 span\[body\]=([lc])/g, (_m, k: string) => (k === 'l' ? '\n' : '\r')),
-    'latin1',
-  );
 }
 
 function isPrefix(a: Buffer, of: Buffer): boolean {
@@ -291,11 +273,7 @@ class FeedParser extends H1ResponseParser {
 
 // ---- the run ----
 
-const tmp = mkdtempSync(path.join(tmpdir(), 'h1-conformance-'));
-mkdirSync(path.join(tmp, 'conformance', 'llhttp'), { recursive: true });
-symlinkSync(responseDir, path.join(tmp, 'conformance', 'llhttp', 'request'));
-const cases = loadLlhttpCases(tmp);
-rmSync(tmp, { recursive: true, force: true });
+const cases = loadLlhttpCases(sharedDir, 'response');
 
 t.ok(cases.length >= 60, `${cases.length} response cases loaded`);
 t.ok(
