@@ -109,6 +109,10 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     requestId: randomUUID,
     app: settings.app === null ? null : { address: settings.app.host, port: settings.app.port },
     namespace: settings.namespace,
+    onBug: (err) =>
+      logger.log('error', 'internal error on the request path', {
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      }),
   });
   store.onSwap((next) => {
     // Per-endpoint state survives a reload for endpoints that are still there; the rest is let go.

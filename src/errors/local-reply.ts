@@ -52,6 +52,7 @@ export const LOCAL_REPLIES = {
   upstreamProtocolError: reply(502, 'UPE', 'upstream sent an invalid HTTP response'),
   routeTimeout: reply(504, 'UT', 'upstream request timeout'),
   faultAbort: reply(0, 'FI', 'fault filter abort'),
+  internalError: reply(500, '', 'internal error in meshlet (logged); please report it'),
   upgradeNotRoutable: reply(
     400,
     '',

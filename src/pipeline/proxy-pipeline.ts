@@ -69,6 +69,8 @@ export interface PipelineDeps {
   readonly app: UpstreamTarget | null;
   /** Own namespace, for inbound metrics. */
   readonly namespace: string;
+  /** Reports an internal error caught on the request path (logged; the process keeps serving). */
+  readonly onBug: (err: unknown) => void;
 }
 
 /** Retry on connect failure: Istio's default is 2 retries (spec §2.5). */
@@ -130,10 +132,32 @@ class Exchange implements UpstreamHandler {
   onHeaders(status: number, headers: HeaderList): void {
     if (this.finished) return;
     this.clearTimer();
+    let out: HeaderList;
+    try {
+      out = this.responseEdits.length === 0 ? headers : applyHeaderOps(headers, this.responseEdits);
+    } catch (err) {
+      this.internalError(err);
+      return;
+    }
     this.status = status;
     this.headersSent = true;
-    const out = this.responseEdits.length === 0 ? headers : applyHeaderOps(headers, this.responseEdits);
     this.res.writeHead(status, out);
+  }
+
+  /**
+   * A bug of ours surfaced while serving this request: answer 500 (or cut the stream if the status
+   * is out), report it, and keep serving everyone else instead of letting it take the process down.
+   */
+  internalError(err: unknown): void {
+    this.pipeline.deps.onBug(err);
+    this.call?.abort();
+    this.call = null;
+    if (this.headersSent) {
+      this.res.destroy();
+      this.finish();
+    } else {
+      this.reply(LOCAL_REPLIES.internalError);
+    }
   }
 
   onData(chunk: Buffer): boolean {
@@ -229,6 +253,15 @@ export class ProxyPipeline {
   /** The outbound listener's handler: the app calls other services through it. */
   readonly outbound: RequestHandler = (req, res) => {
     const ex = new Exchange(this, req, res, 'source');
+    try {
+      this.routeOutbound(ex);
+    } catch (err) {
+      ex.internalError(err);
+    }
+  };
+
+  private routeOutbound(ex: Exchange): void {
+    const req = ex.req;
     this.begin(ex);
     const target = parseRequestTarget(req.target, req.headers);
     if (target === null) {
@@ -246,7 +279,7 @@ export class ProxyPipeline {
       headers: req.headers,
     });
     this.dispatchDecision(ex, decision);
-  };
+  }
 
   /** The inbound listener's handler: peers call the local application through it. */
   readonly inbound: RequestHandler = (req, res) => {
