@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { SHARED, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { type DesyncCase, loadDesyncCases } from '../unit/listener/conformance-cases.ts';
 import { DEVIATION_LIST } from '../unit/listener/conformance-deviations.ts';
@@ -50,16 +51,7 @@ for (const engine of ['h1', 'node', 'uws'] as const) {
     await new Promise<void>((ok) => backend.listen(0, '127.0.0.1', () => ok()));
     const port = (backend.address() as AddressInfo).port;
     const mesh = await spawnMeshlet(
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: backend }
-spec:
-  hosts: [backend.default.svc.cluster.local, localhost]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
-`,
+      serviceEntryYaml('backend', [{ port }], { hosts: ['backend.default.svc.cluster.local', 'localhost'] }),
       { engine },
     );
     t.teardown(async () => {

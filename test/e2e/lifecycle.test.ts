@@ -2,24 +2,16 @@ import { connect } from 'node:net';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { type Echo, startEchoBackend } from '../helpers/backends.ts';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /** Hot reload under load, a rejected reload, and SIGTERM drain, on the real process. */
 
 function yamlTo(subset: string, v1: number, v2: number): string {
-  return `
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: app }
-spec:
-  hosts: [app.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints:
-    - { address: 127.0.0.1, ports: { http: ${v1} }, labels: { version: v1 } }
-    - { address: 127.0.0.1, ports: { http: ${v2} }, labels: { version: v2 } }
----
+  return `${serviceEntryYaml('app', [
+    { port: v1, labels: { version: 'v1' } },
+    { port: v2, labels: { version: 'v2' } },
+  ])}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: app }

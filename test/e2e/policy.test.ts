@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /** REGISTRY_ONLY, fault injection and the route timeout, through the real process. */
@@ -18,16 +19,7 @@ metadata: { name: default }
 spec:
   outboundTrafficPolicy: { mode: REGISTRY_ONLY }
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: app }
-spec:
-  hosts: [app.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${slow.port} } }]
----
+${serviceEntryYaml('app', [{ port: slow.port }])}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: app }

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { type Backend, deadPort, type Echo, startEchoBackend } from '../helpers/backends.ts';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { type Meshlet, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /**
@@ -9,29 +10,9 @@ import { type Meshlet, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
  */
 
 function meshYaml(v1: number, v2: number, v3: number, dead: number): string {
-  return `
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: reviews, namespace: default }
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 9080, name: http, protocol: HTTP }]
-  endpoints:
-    - { address: 127.0.0.1, ports: { http: ${v1} }, labels: { app: reviews, version: v1 } }
-    - { address: 127.0.0.1, ports: { http: ${v2} }, labels: { app: reviews, version: v2 } }
-    - { address: 127.0.0.1, ports: { http: ${v3} }, labels: { app: reviews, version: v3 } }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: dead }
-spec:
-  hosts: [dead.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${dead} } }]
----
+  const reviews = [v1, v2, v3].map((port, i) => ({ port, labels: { app: 'reviews', version: `v${i + 1}` } }));
+  return `${serviceEntryYaml('reviews', reviews, { servicePort: 9080 })}---
+${serviceEntryYaml('dead', [{ port: dead }])}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: reviews }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import t from 'tap';
 import { startEchoBackend } from '../helpers/backends.ts';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /**
@@ -33,17 +34,7 @@ function sampleRss(pid: number): { stop(): number } {
   };
 }
 
-const yaml = (port: number): string => `
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: blob }
-spec:
-  hosts: [blob.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
-`;
+const yaml = (port: number): string => serviceEntryYaml('blob', [{ port }]);
 
 /** Writes `total` bytes honoring backpressure. */
 function pump(out: NodeJS.WritableStream, total: number, done: () => void): void {

@@ -1,21 +1,12 @@
 import { connect } from 'node:net';
 import t from 'tap';
 import { startEchoBackend } from '../helpers/backends.ts';
+import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /** WebSocket-style Upgrade passthrough through the real process (node engine), and uws's documented refusal. */
 
-const yaml = (port: number): string => `
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: ws }
-spec:
-  hosts: [ws.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
-`;
+const yaml = (port: number): string => serviceEntryYaml('ws', [{ port }]);
 
 /** Sends an upgrade request on a raw socket, then `payload` once the 101 arrived; resolves with everything read. */
 function upgradeAndEcho(port: number, payload: string): Promise<string> {
