@@ -49,6 +49,10 @@ const PS_FIELD_NAME = 4;
 const PS_FIELD_VALUE = 5;
 const PS_CR = 6;
 
+const CRLF_CRLF = Buffer.from('\r\n\r\n', 'latin1');
+/** A head with at most this many bytes from its request line to the end of the read is decoded whole. */
+const DECODE_ALL_LIMIT = 2048;
+
 /** Longest request head (request line + fields + the empty line). */
 export const MAX_HEAD_BYTES = 60 * 1024;
 
@@ -103,6 +107,10 @@ export class HeadParser {
   private partCount = 0;
   private partMajor = 0;
   private lengthSeen = false;
+  /** Latin1 text of `buf[textBase..textEnd)` for the current `parse` call (one conversion per head). */
+  private text = '';
+  private textBase = 0;
+  private textEnd = -1;
 
   method = '';
   target = '';
@@ -136,6 +144,7 @@ export class HeadParser {
    * `errorText`).
    */
   parse(buf: Buffer): number {
+    this.textEnd = -1;
     for (;;) {
       const lf = buf.indexOf(LF, this.line);
       if (lf === -1) {
@@ -252,6 +261,24 @@ export class HeadParser {
     return true;
   }
 
+  /**
+   * `buf[from..to)` as latin1. The first call of a `parse` converts everything from there to the
+   * end of the head (or of `buf`, when small) at once; later ones take substrings of it.
+   */
+  private str(buf: Buffer, from: number, to: number): string {
+    if (to > this.textEnd || from < this.textBase) {
+      let stop = buf.length;
+      if (stop - from > DECODE_ALL_LIMIT) {
+        const blank = buf.indexOf(CRLF_CRLF, from);
+        stop = blank === -1 ? to : Math.max(blank + 4, to);
+      }
+      this.text = buf.toString('latin1', from, stop);
+      this.textBase = from;
+      this.textEnd = stop;
+    }
+    return this.text.slice(from - this.textBase, to - this.textBase);
+  }
+
   private fail(status: number, text: string): number {
     this.errorStatus = status;
     this.errorText = text;
@@ -265,7 +292,7 @@ export class HeadParser {
       this.fail(400, 'invalid method');
       return false;
     }
-    const method = buf.toString('latin1', from, i);
+    const method = this.str(buf, from, i);
     const t0 = ++i;
     // Visible US-ASCII only (RFC 9112 §3.2): no controls, spaces, DEL or raw non-ASCII.
     while (i < end) {
@@ -277,7 +304,7 @@ export class HeadParser {
       this.fail(400, 'invalid request-target');
       return false;
     }
-    const target = buf.toString('latin1', t0, i);
+    const target = this.str(buf, t0, i);
     i++;
     // HTTP-version = "HTTP/" DIGIT "." DIGIT, then the CR.
     if (
@@ -339,7 +366,7 @@ export class HeadParser {
       this.fail(400, 'invalid header name');
       return false;
     }
-    const rawName = buf.toString('latin1', from, i);
+    const rawName = this.str(buf, from, i);
     const name = isLowerAscii(rawName) ? rawName : rawName.toLowerCase();
     i++;
     while (i < end && (buf[i] === SP || buf[i] === HTAB)) i++;
@@ -353,7 +380,7 @@ export class HeadParser {
       }
       if (c !== SP && c !== HTAB) v1 = i + 1;
     }
-    const value = v1 === v0 ? '' : buf.toString('latin1', v0, v1);
+    const value = v1 === v0 ? '' : this.str(buf, v0, v1);
     this.headers.push(name, value);
     if (name === 'content-length') {
       // Refused here already (as llhttp does), with the words checkRequestHead would use.

@@ -26,7 +26,7 @@
  * (`resumeParser` goes on from there).
  */
 import type { HeaderList } from '../listener/listener-types.ts';
-import { cleanResponseHeaders, isHopByHop } from './forward-headers.ts';
+import { addConnectionTokens, isHopByHop } from './forward-headers.ts';
 
 /** Envoy's default limit for a header section (60 KiB), the same as the undici client's. */
 export const MAX_HEAD_SIZE = 60 * 1024;
@@ -131,7 +131,8 @@ export abstract class H1ResponseParser {
   private sawTransferEncoding = false;
   private connectionClose = false;
   private connectionKeepAlive = false;
-  private hopByHop = false;
+  /** Names listed in a `Connection` field that are not hop-by-hop anyway (removed from `headers`). */
+  private connectionNamed: string[] | null = null;
   private headers: HeaderList = [];
   private problem = '';
 
@@ -274,7 +275,8 @@ export abstract class H1ResponseParser {
             this.keepAlive = false;
           }
           this.delivered = true;
-          this.onHead(status, this.hopByHop ? cleanResponseHeaders(this.headers) : this.headers);
+          const named = this.connectionNamed;
+          this.onHead(status, named === null ? this.headers : withoutNamed(this.headers, named));
           continue;
         }
         case S_LENGTH: {
@@ -424,10 +426,19 @@ export abstract class H1ResponseParser {
     this.sawTransferEncoding = false;
     this.connectionClose = false;
     this.connectionKeepAlive = false;
-    this.hopByHop = false;
+    this.connectionNamed = null;
     this.keepAliveHintMs = -1;
     const headers: HeaderList = [];
     this.headers = headers;
+    // The field lines are decoded with one latin1 conversion (names and values are substrings of it):
+    // everything after the status line when it is small, else up to the first empty line.
+    const base = q;
+    let textEnd = end;
+    if (end - q > DECODE_ALL_LIMIT) {
+      const blank = b.indexOf(CRLF_CRLF, lf - 1);
+      if (blank !== -1) textEnd = blank + 4;
+    }
+    const text = b.toString('latin1', q, textEnd);
 
     for (;;) {
       if (q >= end) return NEED_MORE;
@@ -466,20 +477,20 @@ export abstract class H1ResponseParser {
       if (q + 1 >= end) return NEED_MORE;
       if (b[q + 1] !== LF) return this.bad('bare CR in a field value');
       q += 2;
-      let name = b.toString('latin1', nameStart, nameEnd);
+      let name = text.slice(nameStart - base, nameEnd - base);
       if (upper) name = name.toLowerCase();
-      const value = valueEnd > valueStart ? b.toString('latin1', valueStart, valueEnd) : '';
-      headers.push(name, value);
+      const value = valueEnd > valueStart ? text.slice(valueStart - base, valueEnd - base) : '';
+      // Hop-by-hop fields are read here and never reach `headers` (as `cleanResponseHeaders` would).
       switch (name) {
         case 'content-length': {
           if (this.contentLength >= 0) return this.bad('more than one Content-Length');
           const n = parseDecimal(value);
           if (n < 0) return this.bad('invalid Content-Length');
           this.contentLength = n;
+          headers.push(name, value);
           break;
         }
         case 'transfer-encoding':
-          this.hopByHop = true;
           if (this.sawTransferEncoding) return this.bad('more than one Transfer-Encoding');
           this.sawTransferEncoding = true;
           if (value.length !== 7 || value.toLowerCase() !== 'chunked') {
@@ -488,15 +499,14 @@ export abstract class H1ResponseParser {
           this.chunked = true;
           break;
         case 'connection':
-          this.hopByHop = true;
           this.connectionTokens(value);
+          this.connectionNamed = addConnectionTokens(value, this.connectionNamed);
           break;
         case 'keep-alive':
-          this.hopByHop = true;
           this.keepAliveHintMs = keepAliveTimeoutMs(value);
           break;
         default:
-          if (isHopByHop(name)) this.hopByHop = true;
+          if (!isHopByHop(name)) headers.push(name, value);
       }
     }
   }
@@ -649,6 +659,19 @@ export abstract class H1ResponseParser {
 }
 
 const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f];
+const CRLF_CRLF = Buffer.from('\r\n\r\n', 'latin1');
+/** Up to this many bytes after the status line are decoded whole (a small head and its body's start). */
+const DECODE_ALL_LIMIT = 2048;
+
+/** `headers` without the fields a `Connection` field named. */
+function withoutNamed(headers: HeaderList, named: readonly string[]): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (!named.includes(name)) out.push(name, headers[i + 1]!);
+  }
+  return out;
+}
 
 /** 1–15 decimal digits → value; anything else → -1. (Also the lean client's check of a request's length.) */
 export function parseDecimal(s: string): number {
