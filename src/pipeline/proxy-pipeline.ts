@@ -23,6 +23,7 @@ import {
   istioLabels,
   type MeshMetrics,
   type PeerDescription,
+  type RequestSeries,
   type WorkloadIdentity,
 } from '../telemetry/metrics.ts';
 import { prepareUpstreamHeaders } from '../upstream/forward-headers.ts';
@@ -83,6 +84,18 @@ const PASSTHROUGH: PeerDescription = {
 };
 
 const NO_LABELS: Readonly<Record<string, string>> = {};
+
+/**
+ * The metric series of requests to one endpoint that finished without flags, per status code: the
+ * key fields they were resolved for (an endpoint object may serve more than one service) and the
+ * series.
+ */
+interface EndpointSeries {
+  readonly reporter: 'source' | 'destination';
+  readonly serviceFqdn: string;
+  readonly serviceName: string;
+  readonly byCode: Map<number, RequestSeries>;
+}
 
 /** State of one request from accept to the end of its response. One shape for every request. */
 class Exchange implements UpstreamHandler {
@@ -245,6 +258,8 @@ export class ProxyPipeline {
   readonly deps: PipelineDeps;
   /** Requests accepted and not yet finished, across listeners. */
   inFlight = 0;
+  /** Resolved metric series per endpoint (see `observe`); entries go with their snapshot's endpoints. */
+  private readonly seriesByEndpoint = new WeakMap<Endpoint, EndpointSeries>();
 
   constructor(deps: PipelineDeps) {
     this.deps = deps;
@@ -559,6 +574,35 @@ export class ProxyPipeline {
     ex.finish();
   }
 
+  /** The series `metrics.record` would use for `ex` (flags '', sent to `endpoint`), cached. */
+  private endpointSeries(ex: Exchange, endpoint: Endpoint, code: number): RequestSeries {
+    const peer = ex.peer;
+    let e = this.seriesByEndpoint.get(endpoint);
+    if (
+      e === undefined ||
+      e.reporter !== ex.reporter ||
+      e.serviceFqdn !== peer.serviceFqdn ||
+      e.serviceName !== peer.serviceName
+    ) {
+      e = {
+        reporter: ex.reporter,
+        serviceFqdn: peer.serviceFqdn,
+        serviceName: peer.serviceName,
+        byCode: new Map(),
+      };
+      this.seriesByEndpoint.set(endpoint, e);
+    }
+    let series = e.byCode.get(code);
+    if (series === undefined) {
+      const { identity } = this.deps;
+      series = this.deps.metrics.requestSeries(metricKey(ex, code), () =>
+        istioLabels(ex.reporter, identity, peer, endpoint.labels, code, ''),
+      );
+      e.byCode.set(code, series);
+    }
+    return series;
+  }
+
   /** Telemetry for a finished exchange: the only place that reads the whole of it. */
   observe(ex: Exchange): void {
     this.inFlight--;
@@ -566,13 +610,17 @@ export class ProxyPipeline {
     const duration = now() - ex.startedAt;
     const code = ex.res.aborted && !ex.headersSent ? 0 : ex.status;
     const peer = ex.peer;
-    const endpointLabels = ex.endpoint?.labels ?? NO_LABELS;
-    const key = `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${ex.endpoint?.id ?? ''}|${code}|${ex.flags}`;
-    metrics.record(
-      key,
-      () => istioLabels(ex.reporter, identity, peer, endpointLabels, code, ex.flags),
-      duration,
-    );
+    const endpoint = ex.endpoint;
+    if (endpoint !== null && ex.flags === '') {
+      // The common case (a request forwarded to an endpoint) keeps its series: no key to build.
+      metrics.observe(this.endpointSeries(ex, endpoint, code), duration);
+    } else {
+      metrics.record(
+        metricKey(ex, code),
+        () => istioLabels(ex.reporter, identity, peer, endpoint?.labels ?? NO_LABELS, code, ex.flags),
+        duration,
+      );
+    }
     if (accessLog !== null) {
       accessLog.log({
         start_time: new Date(Date.now() - duration).toISOString(),
@@ -593,6 +641,12 @@ export class ProxyPipeline {
       });
     }
   }
+}
+
+/** The key of an exchange's metric series: the label values that vary between requests. */
+function metricKey(ex: Exchange, code: number): string {
+  const peer = ex.peer;
+  return `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${ex.endpoint?.id ?? ''}|${code}|${ex.flags}`;
 }
 
 const GRPC_CODES: Readonly<Record<string, string>> = {

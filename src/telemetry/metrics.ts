@@ -64,12 +64,21 @@ export interface PeerDescription {
 
 /** One label combination of the request metrics: a counter and a histogram, updated together. */
 interface Series {
+  readonly key: string;
   readonly labels: IstioLabelValues;
   count: number;
   sum: number;
   /** Observations per bucket (not cumulative); the last slot is +Inf. */
   readonly buckets: Float64Array;
+  /** Dropped by a reset: the next observation registers it again under its key. */
+  detached: boolean;
 }
+
+/**
+ * A label combination of the request metrics, resolved once (`MeshMetrics.requestSeries`), so that
+ * a caller that keeps it records without building a key or looking it up.
+ */
+export type RequestSeries = { readonly labels: IstioLabelValues };
 
 type MetricValue = {
   readonly labels: Readonly<Record<string, string | number>>;
@@ -86,12 +95,25 @@ type MetricValue = {
 class IstioRequestMetrics {
   private readonly series = new Map<string, Series>();
 
-  record(key: string, labels: () => IstioLabelValues, durationMs: number): void {
+  get(key: string, labels: () => IstioLabelValues): Series {
     let s = this.series.get(key);
     if (s === undefined) {
-      s = { labels: labels(), count: 0, sum: 0, buckets: new Float64Array(ISTIO_BUCKETS.length + 1) };
+      s = {
+        key,
+        labels: labels(),
+        count: 0,
+        sum: 0,
+        buckets: new Float64Array(ISTIO_BUCKETS.length + 1),
+        detached: false,
+      };
       this.series.set(key, s);
     }
+    return s;
+  }
+
+  observe(series: Series, durationMs: number): void {
+    let s = series;
+    if (s.detached) s = this.get(s.key, () => series.labels);
     s.count++;
     s.sum += durationMs;
     let i = 0;
@@ -112,8 +134,13 @@ class IstioRequestMetrics {
       aggregator: this.counter.aggregator,
       values: [...this.series.values()].map((s): MetricValue => ({ labels: s.labels, value: s.count })),
     }),
-    reset: () => this.series.clear(),
+    reset: () => this.clear(),
   };
+
+  private clear(): void {
+    for (const s of this.series.values()) s.detached = true;
+    this.series.clear();
+  }
 
   readonly histogram = {
     name: 'istio_request_duration_milliseconds',
@@ -141,7 +168,7 @@ class IstioRequestMetrics {
         values,
       };
     },
-    reset: () => this.series.clear(),
+    reset: () => this.clear(),
   };
 }
 
@@ -172,7 +199,21 @@ export class MeshMetrics {
    * from values it already has); `labels` is only called on the first request with that key.
    */
   record(key: string, labels: () => IstioLabelValues, durationMs: number): void {
-    this.requests.record(key, labels, durationMs);
+    const requests = this.requests;
+    requests.observe(requests.get(key, labels), durationMs);
+  }
+
+  /**
+   * The series of one label combination (`key` and `labels` as for `record`), to keep and pass to
+   * `observe` for later requests with the same labels. It stays valid across a reset of the metrics.
+   */
+  requestSeries(key: string, labels: () => IstioLabelValues): RequestSeries {
+    return this.requests.get(key, labels);
+  }
+
+  /** Records one finished request in a series from `requestSeries`. */
+  observe(series: RequestSeries, durationMs: number): void {
+    this.requests.observe(series as Series, durationMs);
   }
 
   async exposition(): Promise<string> {
