@@ -45,7 +45,7 @@ export interface InFlightCount {
 /**
  * Callback and lifecycle bookkeeping of a `ResponseSink`. An exchange finishes once, either completed
  * (`finish(false)`) or aborted / cut (`finish(true)`); either way it leaves the listener's in-flight
- * count. Callback lists are allocated only when someone registers.
+ * count. The first callback of each kind is kept in a field; lists are allocated only for more.
  */
 export abstract class ExchangeBase<S extends InFlightCount> {
   /** True once the client went away or the response was destroyed. */
@@ -54,6 +54,9 @@ export abstract class ExchangeBase<S extends InFlightCount> {
   finished = false;
   /** A `write` returned false; `drained` calls the `onWritable` callbacks once it clears. */
   protected needDrain = false;
+  /** The first `onAborted` / `onWritable` callback; more (rare) go to the lists. */
+  private abortCb: (() => void) | null = null;
+  private writableCb: (() => void) | null = null;
   private abortCbs: Array<() => void> | null = null;
   private writableCbs: Array<() => void> | null = null;
   protected readonly state: S;
@@ -68,12 +71,14 @@ export abstract class ExchangeBase<S extends InFlightCount> {
       return;
     }
     if (this.finished) return;
-    if (this.abortCbs === null) this.abortCbs = [cb];
+    if (this.abortCb === null) this.abortCb = cb;
+    else if (this.abortCbs === null) this.abortCbs = [cb];
     else this.abortCbs.push(cb);
   }
 
   onWritable(cb: () => void): void {
-    if (this.writableCbs === null) this.writableCbs = [cb];
+    if (this.writableCb === null) this.writableCb = cb;
+    else if (this.writableCbs === null) this.writableCbs = [cb];
     else this.writableCbs.push(cb);
   }
 
@@ -81,6 +86,8 @@ export abstract class ExchangeBase<S extends InFlightCount> {
   drained(): void {
     if (!this.needDrain || this.finished) return;
     this.needDrain = false;
+    const first = this.writableCb;
+    if (first !== null) first();
     const cbs = this.writableCbs;
     if (cbs !== null) for (const cb of cbs) cb();
   }
@@ -100,8 +107,11 @@ export abstract class ExchangeBase<S extends InFlightCount> {
   /** The client went away before the end: finishes as aborted and runs the `onAborted` callbacks. */
   protected clientGone(): void {
     if (!this.finish(true)) return;
+    const first = this.abortCb;
     const cbs = this.abortCbs;
+    this.abortCb = null;
     this.abortCbs = null;
+    if (first !== null) first();
     if (cbs !== null) for (const cb of cbs) cb();
   }
 }

@@ -116,7 +116,10 @@ class Exchange implements UpstreamHandler {
   requestId = '';
   upstreamHeaders: HeaderList = [];
   responseEdits: readonly HeaderOps[] = [];
-  /** Endpoints already tried by this request (connect-failure retries go elsewhere). */
+  /**
+   * Endpoints already tried by this request (connect-failure retries go elsewhere). Made on the first
+   * retry: until then `endpoint` is the only one.
+   */
   tried: Set<string> | null = null;
   retriesLeft = 0;
   /** Upstream attempts made so far. */
@@ -521,6 +524,7 @@ export class ProxyPipeline {
   attempt(ex: Exchange): void {
     const cluster = ex.cluster!;
     const picker = this.deps.balancers.pickerFor(cluster.name, cluster.endpoints);
+    if (ex.tried === null && ex.endpoint !== null) ex.tried = new Set([ex.endpoint.id]);
     const endpoint = picker.pick(ex.tried ?? undefined);
     if (endpoint === null) {
       ex.clearTimer();
@@ -529,8 +533,7 @@ export class ProxyPipeline {
     }
     ex.endpoint = endpoint;
     ex.attempts++;
-    if (ex.tried === null) ex.tried = new Set();
-    ex.tried.add(endpoint.id);
+    ex.tried?.add(endpoint.id);
     this.send(ex, endpoint, ex.authority, ex.path, ex.upstreamHeaders);
   }
 
