@@ -37,6 +37,7 @@ import {
 } from './h1-request-parser.ts';
 import {
   checkRequestHead,
+  fieldsChecked,
   isBodilessStatus,
   isFieldValue,
   isHeadProblem,
@@ -259,6 +260,8 @@ class H1Exchange extends ExchangeBase<H1ListenerState> implements ResponseSink {
     const headers = this.headers;
     let s = statusLineText(status);
     let lengthSeen = false;
+    // Lists from a strict parser (an upstream response) were checked field by field already.
+    const checked = fieldsChecked(headers);
     for (let i = 0; i + 1 < headers.length; i += 2) {
       const name = headers[i] as string;
       const value = headers[i + 1] as string;
@@ -277,7 +280,7 @@ class H1Exchange extends ExchangeBase<H1ListenerState> implements ResponseSink {
         case 'keep-alive':
           continue;
         default:
-          if (!isToken(name) || !isFieldValue(value)) continue;
+          if (!checked && (!isToken(name) || !isFieldValue(value))) continue;
           s += `${name}: ${value}\r\n`;
       }
     }

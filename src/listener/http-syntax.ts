@@ -108,6 +108,29 @@ export function isToken(s: string): boolean {
 }
 
 /**
+ * Brand of a header list whose names are all tokens and values all field values (see
+ * `markFieldsChecked`). A property on the array itself (a WeakSet costs more than the check it
+ * saves); copies (`slice`, spread) do not carry it, so an edited list is checked again.
+ */
+const CHECKED: unique symbol = Symbol('meshlet.fieldsChecked');
+type CheckedList = HeaderList & { [CHECKED]?: true };
+
+/**
+ * Records that a strict parser produced `list` (every name passes `isToken`, every value
+ * `isFieldValue`), so that an engine writing it out may skip checking it again. The list must not
+ * be changed afterwards: edits make a new list, which is checked as usual.
+ */
+export function markFieldsChecked(list: HeaderList): HeaderList {
+  (list as CheckedList)[CHECKED] = true;
+  return list;
+}
+
+/** True for a list marked by `markFieldsChecked`. */
+export function fieldsChecked(list: HeaderList): boolean {
+  return (list as CheckedList)[CHECKED] === true;
+}
+
+/**
  * Field value without CTLs other than HTAB (so no CR, LF or NUL): what may be written out as is.
  * obs-text (0x80-0xFF) is allowed; characters beyond 0xFF (a decoder's U+FFFD) are too.
  */

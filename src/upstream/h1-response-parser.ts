@@ -25,6 +25,7 @@
  * When the body hook returns false the parser stops where it is and keeps the rest of the current read
  * (`resumeParser` goes on from there).
  */
+import { markFieldsChecked } from '../listener/http-syntax.ts';
 import type { HeaderList } from '../listener/listener-types.ts';
 import { addConnectionTokens, isHopByHop } from './forward-headers.ts';
 
@@ -276,7 +277,11 @@ export abstract class H1ResponseParser {
           }
           this.delivered = true;
           const named = this.connectionNamed;
-          this.onHead(status, named === null ? this.headers : withoutNamed(this.headers, named));
+          // Names are tokens and values field values (checked byte by byte above): writers may skip that.
+          this.onHead(
+            status,
+            markFieldsChecked(named === null ? this.headers : withoutNamed(this.headers, named)),
+          );
           continue;
         }
         case S_LENGTH: {
