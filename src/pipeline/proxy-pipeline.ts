@@ -321,7 +321,7 @@ export class ProxyPipeline {
   };
 
   /**
-   * Upgrade (WebSocket) passthrough, node engine only: route like any request, then hand the raw
+   * Upgrade (WebSocket) passthrough (h1 and node engines): route like any request, then hand the raw
    * connection to a tunnel. Anything that cannot be tunnelled gets a local reply and is closed.
    * Tunnels are not counted in the request metrics (their lifetime is the connection's).
    */
