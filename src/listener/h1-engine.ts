@@ -55,6 +55,19 @@ import type {
   UpgradeHandler,
 } from './listener-types.ts';
 
+/** The IMF-fixdate of now, formatted at most once per second. */
+let dateText = '';
+let dateSecond = -1;
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
 const EMPTY = Buffer.alloc(0);
 const LENGTH_VALUE = /^\d{1,15}$/;
 /** Unparsed bytes (or undelivered body bytes) above which the socket stops reading. */
@@ -260,6 +273,7 @@ class H1Exchange extends ExchangeBase<H1ListenerState> implements ResponseSink {
     const headers = this.headers;
     let s = statusLineText(status);
     let lengthSeen = false;
+    let dateSeen = false;
     // Lists from a strict parser (an upstream response) were checked field by field already.
     const checked = fieldsChecked(headers);
     for (let i = 0; i + 1 < headers.length; i += 2) {
@@ -279,11 +293,18 @@ class H1Exchange extends ExchangeBase<H1ListenerState> implements ResponseSink {
         case 'connection':
         case 'keep-alive':
           continue;
+        case 'date':
+          dateSeen = true;
+          if (!checked && !isFieldValue(value)) continue;
+          s += `date: ${value}\r\n`;
+          continue;
         default:
           if (!checked && (!isToken(name) || !isFieldValue(value))) continue;
           s += `${name}: ${value}\r\n`;
       }
     }
+    // RFC 9110 §6.6.1: a response the proxy makes itself carries a Date; upstream ones keep theirs.
+    if (!dateSeen) s += `date: ${httpDate()}\r\n`;
     if (!this.bodiless && this.declared === -1) {
       if (oneShot >= 0) {
         this.declared = oneShot;

@@ -133,6 +133,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       const r = await call('/legacy/item?x=1', { headers: { 'x-drop-me': 'gone' } });
       t.equal(r.status, 200);
       t.equal(r.headers['x-resp-edit'], 'added', 'response header added');
+      t.equal(typeof r.headers['date'], 'string', 'exactly one Date header');
       const echo = JSON.parse(r.text) as Echo;
       t.equal(echo.name, 'v1');
       t.equal(echo.url, '/v2/item?x=1', 'matched prefix replaced, rest and query kept');
@@ -186,6 +187,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
     t.test('local replies: NR, UH, NC, UF, unknown host passthrough', async (t) => {
       const nr = await call('/not-routed');
       t.equal(nr.status, 404);
+      t.equal(typeof nr.headers['date'], 'string', 'local replies carry a Date too');
       t.equal(nr.headers['x-meshlet-flags'], 'NR');
       t.match(nr.text, /no route/);
 
