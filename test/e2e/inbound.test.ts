@@ -1,6 +1,6 @@
 import t from 'tap';
 import { request } from 'undici';
-import { type Echo, startEchoBackend } from '../helpers/backends.ts';
+import { deadPort, type Echo, startEchoBackend } from '../helpers/backends.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 /** The inbound listener forwards to --app and reports as the destination. */
@@ -77,4 +77,36 @@ t.test('admin endpoints', async (t) => {
   t.match(same.text, /"result": "unchanged"/);
   t.equal((await get('/reload')).status, 405);
   t.equal((await get('/nope')).status, 404);
+});
+
+t.test('--access-log writes one JSON line per request to stdout', async (t) => {
+  const app = await startEchoBackend('app');
+  const mesh = await spawnMeshlet(EMPTY, { args: ['--access-log', '--app', `127.0.0.1:${app.port}`] });
+  t.teardown(async () => {
+    await mesh.stop();
+    await app.close();
+  });
+  await (
+    await request(`http://127.0.0.1:${mesh.inboundPort}/logged?x=1`, { headers: { host: 'ratings' } })
+  ).body.text();
+  const dead = `127.0.0.1:${await deadPort()}`;
+  await (await request(mesh.url('/nowhere'), { headers: { host: dead } })).body.text();
+  const deadline = Date.now() + 3000;
+  while (mesh.stdout.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const lines = mesh.stdout.map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.equal(lines.length, 2);
+  t.match(lines[0], {
+    method: 'GET',
+    path: '/logged?x=1',
+    response_code: 200,
+    response_flags: '-',
+    reporter: 'destination',
+    authority: 'ratings',
+  });
+  t.match(lines[1], { path: '/nowhere', reporter: 'source', authority: dead });
+  t.match(
+    String(lines[1]?.['response_flags']),
+    /^UF/,
+    'unknown host under ALLOW_ANY: passthrough, which fails to connect',
+  );
 });

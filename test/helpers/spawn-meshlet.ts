@@ -20,6 +20,8 @@ export interface Meshlet {
   readonly configPath: string;
   /** Every stderr line so far. */
   readonly logs: string[];
+  /** Every stdout line so far (the access log). */
+  readonly stdout: string[];
   /** Resolves with the exit code once the process ended. */
   readonly exited: Promise<number | null>;
   url(path?: string): string;
@@ -61,6 +63,14 @@ export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promi
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
   );
   const logs: string[] = [];
+  const stdout: string[] = [];
+  let outBuf = '';
+  proc.stdout?.on('data', (d: Buffer) => {
+    outBuf += d.toString();
+    const lines = outBuf.split('\n');
+    outBuf = lines.pop() ?? '';
+    stdout.push(...lines);
+  });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const ready = new Promise<{ outbound: number; inbound: number; admin: number; engine: string }>(
     (ok, fail) => {
@@ -99,7 +109,6 @@ export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promi
           nl = buf.indexOf('\n');
         }
       });
-      proc.stdout?.resume();
       void exited.then((code) => {
         clearTimeout(timer);
         fail(new Error(`meshlet exited with ${code} before ready:\n${logs.join('\n')}`));
@@ -115,6 +124,7 @@ export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promi
     engine: ports.engine,
     configPath,
     logs,
+    stdout,
     exited,
     url: (path = '/') => `http://127.0.0.1:${ports.outbound}${path}`,
     admin: (path) => `http://127.0.0.1:${ports.admin}${path}`,
