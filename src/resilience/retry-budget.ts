@@ -77,7 +77,8 @@ export class RetryBudget {
   /** Takes one retry when the budget allows it; otherwise counts an exhausted withdrawal. */
   tryWithdraw(): boolean {
     const i = this.advance();
-    if (this.windowRetries + 1 > this.allowance()) {
+    // The epsilon keeps ratios such as 0.57 × 100 (= 56.99999999999999) from losing a retry.
+    if (this.windowRetries + 1 > this.allowance() + 1e-9) {
       this.totalExhausted++;
       return false;
     }
