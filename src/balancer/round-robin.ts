@@ -1,11 +1,12 @@
 import type { Endpoint } from '../router/route-types.ts';
+import type { Picker } from './picker-types.ts';
 
 /**
  * Smooth weighted round robin (the nginx algorithm): every pick adds each endpoint's weight to its
  * running score, takes the highest score and subtracts the total. Over any window of Σweights
  * picks each endpoint is chosen exactly `weight` times, interleaved rather than in bursts.
  */
-export class RoundRobinPicker {
+export class RoundRobinPicker implements Picker {
   private current: readonly Endpoint[];
   private readonly scores: Float64Array;
   private readonly total: number;
@@ -53,6 +54,11 @@ export class RoundRobinPicker {
     this.scores[best] = this.scores[best]! - total;
     return list[best] ?? null;
   }
+
+  /** Round robin ignores load. */
+  start(_endpoint: Endpoint): void {}
+
+  end(_endpoint: Endpoint, _rttMs: number, _failed: boolean): void {}
 }
 
 /**
