@@ -1,6 +1,7 @@
 /**
  * VirtualService validation and normalization (spec §2, §8).
  */
+import { DEFAULT_RETRY_ON, parseRetryOn } from '../resilience/retry-policy.ts';
 import { compileRe2 } from './re2.ts';
 import type {
   HTTPDirectResponse,
@@ -26,8 +27,6 @@ import {
   stringListOrEmpty,
 } from './validate-common.ts';
 import type { MapView, View } from './yaml-view.ts';
-
-export const DEFAULT_RETRY_ON = 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes';
 
 const VS_FIELDS = ['hosts', 'gateways', 'http', 'tls', 'tcp', 'exportTo', 'delegate'] as const;
 
@@ -66,32 +65,6 @@ const MATCH_FIELDS = [
   'gateways',
   'statPrefix',
 ] as const;
-
-const RETRY_POLICIES = new Set([
-  '5xx',
-  'gateway-error',
-  'reset',
-  'reset-before-request',
-  'connect-failure',
-  'refused-stream',
-  'retriable-4xx',
-  'retriable-status-codes',
-  'retriable-headers',
-  'envoy-ratelimited',
-  'http3-post-connect-failure',
-  'cancelled',
-  'deadline-exceeded',
-  'resource-exhausted',
-  'internal',
-  'unavailable',
-]);
-
-/** Codes with a Go `http.StatusText`. */
-const HTTP_STATUS_CODES = new Set([
-  100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307,
-  308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421,
-  422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
-]);
 
 const GRPC_CODES = [
   'OK',
@@ -570,10 +543,8 @@ function parseRetries(view: View): HTTPRetry | undefined {
   const retryOnView = m.get('retryOn');
   let retryOn = retryOnView.string();
   if (retryOn !== undefined) {
-    for (const raw of retryOn.split(',')) {
-      const token = raw.trim();
-      if (token === '' || RETRY_POLICIES.has(token)) continue;
-      if (/^\d+$/.test(token) && HTTP_STATUS_CODES.has(Number(token))) continue;
+    // One vocabulary for retryOn: the tokens the retry policy understands are the valid ones.
+    for (const token of parseRetryOn(retryOn).ignoredTokens) {
       retryOnView.error(`invalid retryOn policy "${token}"`);
       ok = false;
     }
