@@ -1,4 +1,5 @@
 import t from 'tap';
+import type { Picker } from '../../../src/balancer/picker-types.ts';
 import { BalancerRegistry, RoundRobinPicker } from '../../../src/balancer/round-robin.ts';
 import type { Endpoint } from '../../../src/router/route-types.ts';
 
@@ -40,4 +41,14 @@ t.test('registry keeps rotation across snapshots with equal endpoints, resets on
   t.not(changed, first, 'new picker when the endpoints changed');
   r.retain(new Set());
   t.same([...r.entries()], [], 'retain drops clusters that are gone');
+});
+
+t.test('RoundRobinPicker is a Picker whose load feedback changes nothing', async (t) => {
+  const p: Picker = new RoundRobinPicker([ep('a'), ep('b')]);
+  p.start(ep('a'));
+  p.end(ep('a'), 5_000, true);
+  t.same(
+    Array.from({ length: 4 }, () => p.pick()?.id),
+    ['a', 'b', 'a', 'b'],
+  );
 });
