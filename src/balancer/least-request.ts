@@ -1,6 +1,6 @@
 import type { Endpoint } from '../router/route-types.ts';
 import type { Picker, RandomSource } from './picker-types.ts';
-import { countNotIn, effectiveExclude, nthNotIn, twoDistinct } from './selection.ts';
+import { countNotIn, effectiveExclude, nthNotIn, reconcileStates, twoDistinct } from './selection.ts';
 
 export interface LeastRequestOptions {
   readonly random: RandomSource;
@@ -38,20 +38,8 @@ export class LeastRequestPicker implements Picker {
   }
 
   adopt(endpoints: readonly Endpoint[]): void {
-    const states: { active: number; score: number }[] = [];
-    const seen = new Set<string>();
-    for (const e of endpoints) {
-      let s = this.byId.get(e.id);
-      if (s === undefined) {
-        s = { active: 0, score: 0 };
-        this.byId.set(e.id, s);
-      }
-      states.push(s);
-      seen.add(e.id);
-    }
-    for (const id of this.byId.keys()) if (!seen.has(id)) this.byId.delete(id);
+    this.states = reconcileStates(this.byId, endpoints, () => ({ active: 0, score: 0 }));
     this.current = endpoints;
-    this.states = states;
     const w0 = endpoints[0]?.weight;
     this.equalWeights = endpoints.every((e) => e.weight === w0);
   }

@@ -1,7 +1,7 @@
 import type { Endpoint } from '../router/route-types.ts';
 import { PeakEwma, type PeakEwmaOptions } from './peak-ewma.ts';
 import type { Picker, RandomSource } from './picker-types.ts';
-import { countNotIn, effectiveExclude, nthNotIn, twoDistinct } from './selection.ts';
+import { countNotIn, effectiveExclude, nthNotIn, reconcileStates, twoDistinct } from './selection.ts';
 
 export interface P2cPickerOptions extends PeakEwmaOptions {
   readonly random: RandomSource;
@@ -32,20 +32,8 @@ export class P2cPicker implements Picker {
 
   /** Take over a new endpoint list: state is kept for ids still present, dropped for the others. */
   adopt(endpoints: readonly Endpoint[]): void {
-    const states: PeakEwma[] = [];
-    const seen = new Set<string>();
-    for (const e of endpoints) {
-      let s = this.byId.get(e.id);
-      if (s === undefined) {
-        s = new PeakEwma(this.options);
-        this.byId.set(e.id, s);
-      }
-      states.push(s);
-      seen.add(e.id);
-    }
-    for (const id of this.byId.keys()) if (!seen.has(id)) this.byId.delete(id);
+    this.states = reconcileStates(this.byId, endpoints, () => new PeakEwma(this.options));
     this.current = endpoints;
-    this.states = states;
   }
 
   /** The load state of one endpoint (for `/clusters` and tests), or undefined when unknown. */

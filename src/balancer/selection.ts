@@ -16,8 +16,7 @@ export function effectiveExclude(
   exclude: ReadonlySet<string> | undefined,
 ): ReadonlySet<string> | undefined {
   if (exclude === undefined || exclude.size === 0) return undefined;
-  let left = 0;
-  for (const e of list) if (!exclude.has(e.id)) left++;
+  const left = countNotIn(list, exclude);
   return left === 0 || left === list.length ? undefined : exclude;
 }
 
@@ -55,4 +54,28 @@ export function twoDistinct(
   let b = randomIndex(random, count - 1);
   if (b >= a) b++;
   return [nthNotIn(list, skip, a), nthNotIn(list, skip, b)];
+}
+
+/**
+ * Per-endpoint state across endpoint lists: returns the states in `endpoints` order, keeping the
+ * state of ids still present, creating it for new ids, and dropping it for ids that left.
+ */
+export function reconcileStates<S>(
+  byId: Map<string, S>,
+  endpoints: readonly Endpoint[],
+  create: () => S,
+): S[] {
+  const states: S[] = [];
+  const seen = new Set<string>();
+  for (const e of endpoints) {
+    let s = byId.get(e.id);
+    if (s === undefined) {
+      s = create();
+      byId.set(e.id, s);
+    }
+    states.push(s);
+    seen.add(e.id);
+  }
+  for (const id of byId.keys()) if (!seen.has(id)) byId.delete(id);
+  return states;
 }
