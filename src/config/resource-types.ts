@@ -211,17 +211,80 @@ export interface ServiceEntrySpec {
  * field is absent), so the consumer applies the defaults of spec §3.4–§3.7.
  */
 export interface TrafficPolicy {
-  readonly loadBalancer?: Readonly<Record<string, unknown>>;
-  readonly connectionPool?: Readonly<Record<string, unknown>>;
-  readonly outlierDetection?: Readonly<Record<string, unknown>>;
+  readonly loadBalancer?: LoadBalancerSettings;
+  readonly connectionPool?: ConnectionPoolSettings;
+  readonly outlierDetection?: OutlierDetectionSettings;
   readonly tls?: Readonly<Record<string, unknown>>;
   readonly portLevelSettings: ReadonlyArray<{
     readonly port: number;
-    readonly loadBalancer?: Readonly<Record<string, unknown>>;
-    readonly connectionPool?: Readonly<Record<string, unknown>>;
-    readonly outlierDetection?: Readonly<Record<string, unknown>>;
+    readonly loadBalancer?: LoadBalancerSettings;
+    readonly connectionPool?: ConnectionPoolSettings;
+    readonly outlierDetection?: OutlierDetectionSettings;
     readonly tls?: Readonly<Record<string, unknown>>;
   }>;
+}
+
+/** DR `loadBalancer` as validated (spec §3.4). Durations in ms; absent means absent. */
+export interface LoadBalancerSettings {
+  readonly simple?: 'UNSPECIFIED' | 'LEAST_CONN' | 'RANDOM' | 'PASSTHROUGH' | 'ROUND_ROBIN' | 'LEAST_REQUEST';
+  readonly consistentHash?: ConsistentHashSettings;
+  readonly localityLbSetting?: Readonly<Record<string, unknown>>;
+  readonly warmupDurationSecs?: number;
+  readonly warmup?: Readonly<Record<string, unknown>>;
+}
+
+/** Exactly one hash key is present (the validator enforces it); at most one of ringHash / maglev. */
+export interface ConsistentHashSettings {
+  readonly httpHeaderName?: string;
+  readonly httpCookie?: {
+    readonly name: string;
+    readonly path?: string;
+    /** ms; 0 = session cookie. Absent: never issue a cookie. */
+    readonly ttl?: number;
+    readonly attributes?: ReadonlyArray<{ readonly name: string; readonly value?: string }>;
+  };
+  readonly useSourceIp?: boolean;
+  readonly httpQueryParameterName?: string;
+  readonly ringHash?: { readonly minimumRingSize?: number };
+  readonly maglev?: { readonly tableSize?: number };
+  /** Deprecated top-level ring size. */
+  readonly minimumRingSize?: number;
+}
+
+/** DR `connectionPool` as validated (spec §3.5). Durations in ms; 0 integers mean "unset". */
+export interface ConnectionPoolSettings {
+  readonly tcp?: {
+    readonly maxConnections?: number;
+    readonly connectTimeout?: number;
+    readonly tcpKeepalive?: Readonly<Record<string, unknown>>;
+    readonly maxConnectionDuration?: number;
+    readonly idleTimeout?: number;
+  };
+  readonly http?: {
+    readonly http1MaxPendingRequests?: number;
+    readonly http2MaxRequests?: number;
+    readonly maxRequestsPerConnection?: number;
+    readonly maxRetries?: number;
+    readonly idleTimeout?: number;
+    readonly h2UpgradePolicy?: 'DEFAULT' | 'DO_NOT_UPGRADE' | 'UPGRADE';
+    readonly useClientProtocol?: boolean;
+    readonly maxConcurrentStreams?: number;
+    readonly http2KeepAlive?: Readonly<Record<string, unknown>>;
+  };
+}
+
+/** DR `outlierDetection` as validated (spec §3.6). Durations in ms; defaults applied by the consumer. */
+export interface OutlierDetectionSettings {
+  readonly consecutiveErrors?: number;
+  readonly consecutiveLocalOriginFailures?: number;
+  readonly consecutiveGatewayErrors?: number;
+  readonly consecutive5xxErrors?: number;
+  readonly splitExternalLocalOriginErrors?: boolean;
+  readonly interval?: number;
+  readonly baseEjectionTime?: number;
+  readonly maxEjectionPercent?: number;
+  readonly minHealthPercent?: number;
+  readonly outlierDetectionHttpErrorCodes?: readonly number[];
 }
 
 export interface Subset {
@@ -264,6 +327,17 @@ export interface ProxySpec {
   readonly outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY';
   readonly drainTimeoutMs?: number;
   readonly accessLog?: boolean;
+  /** Linkerd-style retry budget applied per cluster (issue 3). Absent fields take the defaults. */
+  readonly retryBudget?: {
+    /** Extra load retries may add, as a fraction of requests (default 0.2). */
+    readonly retryRatio?: number;
+    /** Retries always allowed per second (default 10). */
+    readonly minRetriesPerSecond?: number;
+    /** Window, ms (default 10 000). */
+    readonly ttl?: number;
+  };
+  /** How often DNS-resolved ServiceEntry hosts are re-resolved, ms (default 30 000, Envoy's dns_refresh_rate is 5 s; Istio uses the record TTL). */
+  readonly dnsRefreshRate?: number;
 }
 
 export interface Resource<S> {

@@ -2,15 +2,19 @@
  * The effective DestinationRule policy of one cluster `(host, subset, port)` (§3.2). The four
  * components are replaced as whole objects, never merged field by field.
  */
-import type { Subset, TrafficPolicy } from '../config/resource-types.ts';
-
-type Component = Readonly<Record<string, unknown>> | undefined;
+import type {
+  ConnectionPoolSettings,
+  LoadBalancerSettings,
+  OutlierDetectionSettings,
+  Subset,
+  TrafficPolicy,
+} from '../config/resource-types.ts';
 
 interface Components {
-  loadBalancer: Component;
-  connectionPool: Component;
-  outlierDetection: Component;
-  tls: Component;
+  loadBalancer: LoadBalancerSettings | undefined;
+  connectionPool: ConnectionPoolSettings | undefined;
+  outlierDetection: OutlierDetectionSettings | undefined;
+  tls: Readonly<Record<string, unknown>> | undefined;
 }
 
 export function effectiveTrafficPolicy(
@@ -49,10 +53,10 @@ export function effectiveTrafficPolicy(
 }
 
 function componentsOf(source: {
-  readonly loadBalancer?: Component;
-  readonly connectionPool?: Component;
-  readonly outlierDetection?: Component;
-  readonly tls?: Component;
+  readonly loadBalancer?: LoadBalancerSettings;
+  readonly connectionPool?: ConnectionPoolSettings;
+  readonly outlierDetection?: OutlierDetectionSettings;
+  readonly tls?: Readonly<Record<string, unknown>>;
 }): Components {
   return {
     loadBalancer: source.loadBalancer,
@@ -64,9 +68,9 @@ function componentsOf(source: {
 
 function toPolicy(c: Components): TrafficPolicy {
   const policy: {
-    loadBalancer?: Readonly<Record<string, unknown>>;
-    connectionPool?: Readonly<Record<string, unknown>>;
-    outlierDetection?: Readonly<Record<string, unknown>>;
+    loadBalancer?: LoadBalancerSettings;
+    connectionPool?: ConnectionPoolSettings;
+    outlierDetection?: OutlierDetectionSettings;
     tls?: Readonly<Record<string, unknown>>;
     portLevelSettings: TrafficPolicy['portLevelSettings'];
   } = { portLevelSettings: [] };

@@ -17,6 +17,18 @@ export interface UpstreamRequest {
   readonly body: BodyStream | null;
   /** True when the client sent `Expect: 100-continue` (already removed from headers). */
   readonly expectContinue: boolean;
+  /** The cluster's connection settings (DestinationRule `connectionPool`); absent: client defaults. */
+  readonly pool?: ConnectionPolicy;
+}
+
+/** Upstream connection settings of a cluster, from `connectionPool` (absent fields: client defaults). */
+export interface ConnectionPolicy {
+  /** Connect timeout (`tcp.connectTimeout`); a timeout fails the attempt with `timeout`. */
+  readonly connectTimeoutMs?: number;
+  /** `http.maxRequestsPerConnection`: 0 or absent = unlimited; 1 disables keep-alive. */
+  readonly maxRequestsPerConnection?: number;
+  /** `http.idleTimeout` (else `tcp.idleTimeout`): idle pooled connections close after this. */
+  readonly idleTimeoutMs?: number;
 }
 
 /**
@@ -35,8 +47,12 @@ export interface UpstreamHandler {
   /** A body chunk. Return false to pause the upstream until `resume()` is called. */
   onData(chunk: Buffer): boolean;
   onEnd(): void;
-  /** `afterHeaders` tells whether `onHeaders` was already called. */
-  onError(failure: UpstreamFailure, afterHeaders: boolean, detail: string): void;
+  /**
+   * `afterHeaders` tells whether `onHeaders` was already called. `requestWritten` is false when not
+   * one byte of the request reached the socket (what `reset-before-request` retries look at);
+   * clients that cannot tell pass true or leave it out.
+   */
+  onError(failure: UpstreamFailure, afterHeaders: boolean, detail: string, requestWritten?: boolean): void;
 }
 
 /** Controls an attempt in flight. */

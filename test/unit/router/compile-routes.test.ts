@@ -127,7 +127,10 @@ t.test('clusters per subset; subset endpoints by labels; empty labels select all
 });
 
 t.test('DR selection: exact beats wildcard, most specific wildcard, merge, workloadSelector', async (t) => {
-  const lb = (simple: string) => ({ loadBalancer: { simple }, portLevelSettings: [] });
+  const lb = (simple: 'RANDOM' | 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'PASSTHROUGH') => ({
+    loadBalancer: { simple },
+    portLevelSettings: [],
+  });
   const table = compileRoutes(
     bundle({
       serviceEntries: [
