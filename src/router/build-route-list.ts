@@ -19,7 +19,7 @@ import { labelsSelect } from './labels.ts';
 import { compileMatch, isCatchAllMatch } from './match-request.ts';
 import { compileRedirect } from './redirect.ts';
 import { compilePathRewrite } from './rewrite.ts';
-import type { Cluster, CompileOptions, RouteDecision } from './route-types.ts';
+import type { Cluster, CompileOptions, MirrorTarget, RouteDecision } from './route-types.ts';
 import type { ServiceRecord } from './service-registry.ts';
 import { buildWeightedTable } from './weighted-choice.ts';
 
@@ -27,9 +27,12 @@ export interface RouteBuildContext {
   readonly registry: ReadonlyMap<string, ServiceRecord>;
   readonly clusters: ReadonlyMap<string, Cluster>;
   readonly options: CompileOptions;
+  /** Collects non-fatal problems (a Set: a rule with several destinations or matches reports once). */
+  readonly warnings: Set<string>;
 }
 
 const NO_MIRRORS: readonly HTTPMirror[] = Object.freeze([]);
+const NO_MIRROR_CLUSTERS: readonly MirrorTarget[] = Object.freeze([]);
 const NO_EDITS: ForwardTemplate['requestHeaders'] = Object.freeze([]);
 
 /**
@@ -179,15 +182,13 @@ function resolveTarget(
   const name = clusterName(port, subset, d.host);
   const cluster = ctx.clusters.get(name);
   if (cluster === undefined) {
-    const service = ctx.registry.get(d.host);
-    let reason: string;
-    if (service === undefined) reason = `no service ${d.host}`;
-    else if (!service.ports.has(port)) reason = `service ${d.host} has no port ${port}`;
-    else reason = `no subset ${subset} for ${d.host}`;
+    const reason = missingReason(d.host, port, subset, ctx);
     const decision: RouteDecision = { kind: 'noCluster', clusterName: name, reason, routeName };
     return Object.freeze({ kind: 'noCluster', decision: Object.freeze(decision) });
   }
   const rule = extras.rule;
+  const mirrors =
+    rule === undefined || rule.mirrors.length === 0 ? NO_MIRRORS : resolveMirrors(rule.mirrors, port, ctx);
   const template: {
     -readonly [K in keyof ForwardTemplate]: ForwardTemplate[K];
   } = {
@@ -196,7 +197,8 @@ function resolveTarget(
     responseHeaders: extras.responseHeaders,
     cluster,
     requestHeaders: extras.requestHeaders,
-    mirrors: rule === undefined ? NO_MIRRORS : resolveMirrors(rule.mirrors, listenerPort, ctx),
+    mirrors,
+    mirrorClusters: mirrors.length === 0 ? NO_MIRROR_CLUSTERS : mirrorClusters(mirrors, routeName, ctx),
   };
   if (rule?.timeoutMs !== undefined && rule.timeoutMs > 0) template.timeoutMs = rule.timeoutMs;
   if (rule?.retries !== undefined) template.retries = rule.retries;
@@ -204,22 +206,60 @@ function resolveTarget(
   return Object.freeze({ kind: 'cluster', template: Object.freeze(template), authority: extras.authority });
 }
 
-/** Mirrors with the destination port filled in, so the cluster name is known without the registry. */
+/**
+ * Mirrors with the destination port filled in, so the cluster name is known without the registry.
+ * A mirror without a port goes to its service's only port, else to the primary destination's port
+ * (`primaryPort`): a copy of traffic for port 9080 goes to 9080 on the mirror service.
+ */
 function resolveMirrors(
   mirrors: readonly HTTPMirror[],
-  listenerPort: number,
+  primaryPort: number,
   ctx: RouteBuildContext,
 ): readonly HTTPMirror[] {
-  if (mirrors.length === 0) return NO_MIRRORS;
   return Object.freeze(
     mirrors.map((m) =>
       Object.freeze({
         destination: Object.freeze({
           ...m.destination,
-          port: destinationPort(m.destination, listenerPort, ctx),
+          port: destinationPort(m.destination, primaryPort, ctx),
         }),
         fraction: m.fraction,
       }),
     ),
   );
+}
+
+/**
+ * The clusters of resolved mirrors. A mirror to a host, port or subset that does not exist sends no
+ * copy (mirroring must never affect the primary, so it is not an error) and leaves a warning.
+ * A mirror with fraction 0 never sends anything and is left out.
+ */
+function mirrorClusters(
+  mirrors: readonly HTTPMirror[],
+  routeName: string,
+  ctx: RouteBuildContext,
+): readonly MirrorTarget[] {
+  const out: MirrorTarget[] = [];
+  for (const m of mirrors) {
+    const d = m.destination;
+    const port = d.port ?? 0;
+    const subset = d.subset ?? '';
+    const cluster = ctx.clusters.get(clusterName(port, subset, d.host));
+    if (cluster === undefined) {
+      ctx.warnings.add(
+        `route ${routeName === '' ? '(default)' : routeName}: mirror ${clusterName(port, subset, d.host)} ` +
+          `does not exist (${missingReason(d.host, port, subset, ctx)}); no copy is sent`,
+      );
+      continue;
+    }
+    if (m.fraction > 0) out.push(Object.freeze({ cluster, fraction: m.fraction }));
+  }
+  return out.length === 0 ? NO_MIRROR_CLUSTERS : Object.freeze(out);
+}
+
+function missingReason(host: string, port: number, subset: string, ctx: RouteBuildContext): string {
+  const service = ctx.registry.get(host);
+  if (service === undefined) return `no service ${host}`;
+  if (!service.ports.has(port)) return `service ${host} has no port ${port}`;
+  return `no subset ${subset} for ${host}`;
 }

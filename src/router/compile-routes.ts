@@ -36,7 +36,7 @@ export const compileRoutes: CompileRoutes = (bundle, options) => {
     registry,
     buildDestinationRuleIndex(bundle.destinationRules, options.proxyLabels),
   );
-  const ctx: RouteBuildContext = { registry, clusters, options };
+  const ctx: RouteBuildContext = { registry, clusters, options, warnings: new Set() };
   const selector = buildVirtualServiceSelector(bundle.virtualServices);
 
   // Every virtual host's own name is registered before any alias, so a real FQDN always beats a
@@ -77,6 +77,7 @@ export const compileRoutes: CompileRoutes = (bundle, options) => {
   const index = buildVirtualHostIndex([...primary, ...aliases]);
   return Object.freeze({
     clusters: clusters as ReadonlyMap<string, Cluster>,
+    warnings: Object.freeze([...ctx.warnings]),
     route(input: RouteInput): RouteDecision {
       const authority = input.authority;
       const hostEnd = authorityHostEnd(authority);
@@ -162,6 +163,7 @@ function forwardDecision(
     authority,
     requestHeaders: t.requestHeaders,
     mirrors: t.mirrors,
+    mirrorClusters: t.mirrorClusters,
   };
   if (path !== originalPath) d.originalPath = originalPath;
   if (t.timeoutMs !== undefined) d.timeoutMs = t.timeoutMs;

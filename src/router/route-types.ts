@@ -38,6 +38,15 @@ export interface Cluster {
   readonly serviceNamespace: string;
 }
 
+/**
+ * A mirror destination resolved to its cluster when the configuration is compiled, so the request
+ * path never looks a mirror up by name. `fraction` is in [0, 1]: the share of requests copied.
+ */
+export interface MirrorTarget {
+  readonly cluster: Cluster;
+  readonly fraction: number;
+}
+
 /** What the router looks at. Built once per request by the pipeline. */
 export interface RouteInput {
   readonly method: string;
@@ -76,7 +85,14 @@ export type RouteDecision =
       /** The route's retry policy; undefined means Istio's default policy. */
       readonly retries?: HTTPRetry;
       readonly fault?: HTTPFault;
+      /** The rule's mirrors as configured, with the destination port filled in (config dumps, tests). */
       readonly mirrors: readonly HTTPMirror[];
+      /**
+       * The mirrors that resolved to a cluster (what the pipeline sends copies to); empty when none.
+       * A mirror whose host, port or subset does not exist is left out here and reported in
+       * `RouteTable.warnings`.
+       */
+      readonly mirrorClusters: readonly MirrorTarget[];
     })
   | (RoutedBase & {
       readonly kind: 'redirect';
@@ -130,6 +146,11 @@ export interface RouteTable {
   route(input: RouteInput): RouteDecision;
   /** Every cluster the configuration defines (for `/clusters` and config dumps). */
   readonly clusters: ReadonlyMap<string, Cluster>;
+  /**
+   * Problems found while compiling that do not stop the configuration from serving (e.g. a mirror
+   * to a host that does not exist: no copy is sent). Logged once per load; absent means none.
+   */
+  readonly warnings?: readonly string[];
 }
 
 export type CompileRoutes = (bundle: ConfigBundle, options: CompileOptions) => RouteTable;

@@ -136,6 +136,7 @@ const forward = (
   authority: 'svc',
   requestHeaders: [],
   mirrors: [],
+  mirrorClusters: [],
   ...extra,
 });
 

@@ -285,6 +285,42 @@ t.test('route fields: name, timeout, retries, mirrors with the port filled in', 
   t.notOk(other.kind === 'forward' && 'timeoutMs' in other, 'timeout 0 means none');
 });
 
+t.test('mirrors resolve to clusters at compile time; unknown ones warn and send nothing', async (t) => {
+  const table = reviewsTable([
+    rule({
+      route: [dest(REVIEWS, { subset: 'v1' }), dest(REVIEWS, { subset: 'v2' })],
+      mirrors: [
+        { destination: { host: REVIEWS, subset: 'v3' }, fraction: 0.25 },
+        { destination: { host: REVIEWS, subset: 'v9' }, fraction: 1 },
+        { destination: { host: 'ghost.default.svc.cluster.local' }, fraction: 1 },
+        { destination: { host: REVIEWS, subset: 'v2' }, fraction: 0 },
+      ],
+    }),
+  ]);
+  const d = table.route(req('reviews', '/'));
+  if (d.kind !== 'forward') {
+    t.fail(d.kind);
+    return;
+  }
+  t.same(
+    d.mirrorClusters.map((m) => [m.cluster.name, m.fraction]),
+    [[C('v3'), 0.25]],
+    'only the mirror that exists and has a share of traffic',
+  );
+  t.equal(d.mirrorClusters[0]?.cluster, table.clusters.get(C('v3')), 'the same Cluster object as the table');
+  t.same(
+    table.warnings,
+    [
+      `route default/reviews: mirror ${C('v9')} does not exist (no subset v9 for ${REVIEWS}); no copy is sent`,
+      'route default/reviews: mirror outbound|9080||ghost.default.svc.cluster.local does not exist ' +
+        '(no service ghost.default.svc.cluster.local); no copy is sent',
+    ],
+    'one warning per missing mirror, although the rule has two destinations',
+  );
+  const plain = reviewsTable([rule({ route: [dest(REVIEWS)] })]).route(req('reviews', '/'));
+  t.same(plain.kind === 'forward' ? plain.mirrorClusters : null, [], 'no mirrors: an empty list');
+});
+
 t.test('directResponse with route-level response headers', async (t) => {
   const body = Buffer.from('gone');
   const table = reviewsTable([
