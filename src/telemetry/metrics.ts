@@ -1,4 +1,7 @@
 import { Counter, collectDefaultMetrics, type Metric, Registry } from 'prom-client';
+import type { ClusterState } from '../balancer/cluster-types.ts';
+import { ResilienceMetrics } from './resilience-metrics.ts';
+import type { ResilienceStats } from './resilience-stats.ts';
 
 /**
  * Istio's standard request metrics (spec §7) and meshlet's own counters, exposed with prom-client.
@@ -176,6 +179,7 @@ export class MeshMetrics {
   readonly registry = new Registry();
   private readonly requests = new IstioRequestMetrics();
   private readonly reloads: Counter<'result'>;
+  private resilience: ResilienceMetrics | undefined;
 
   constructor() {
     this.registry.registerMetric(this.requests.counter as unknown as Metric);
@@ -188,6 +192,27 @@ export class MeshMetrics {
     });
     for (const result of ['applied', 'rejected', 'unchanged']) this.reloads.labels(result).inc(0);
     collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_' });
+    // prom-client exports three gauges named `*_total`, which `promtool check metrics` refuses
+    // (only counters end in `_total`). Each is the sum of the per-type gauge of the same name
+    // without the suffix, so dropping them loses nothing.
+    for (const kind of ['handles', 'requests', 'resources'])
+      this.registry.removeSingleMetric(`meshlet_nodejs_active_${kind}_total`);
+  }
+
+  /**
+   * Exposes the resilience counters (retries, budgets, overflows, ejections, faults, mirrors; see
+   * resilience-metrics.ts). Called once at start; the sources are read only when `/metrics` is
+   * scraped, so the request path pays nothing. A later call replaces the sources. `now` is the
+   * monotonic clock of the cluster states (ms), to tell running ejections from finished ones.
+   */
+  attachResilience(
+    clusters: () => Iterable<ClusterState>,
+    stats: ResilienceStats,
+    now: () => number = () => performance.now(),
+  ): void {
+    if (this.resilience === undefined)
+      this.resilience = new ResilienceMetrics(this.registry, { clusters, stats, now });
+    else this.resilience.sources = { clusters, stats, now };
   }
 
   reload(result: 'applied' | 'rejected' | 'unchanged'): void {
