@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ClusterState, ClusterStatus, EndpointStatus } from '../balancer/cluster-types.ts';
 import type { SnapshotStore } from '../config/snapshot-store.ts';
 import type { Listener } from '../listener/listener-types.ts';
+import type { Cluster } from '../router/route-types.ts';
 import type { MeshMetrics } from '../telemetry/metrics.ts';
 
 /**
@@ -18,6 +20,16 @@ export interface AdminDeps {
   readonly draining: () => boolean;
   readonly version: string;
   readonly startedAt: Date;
+  /**
+   * The live cluster states (`ClusterRegistry.all`), for the per-endpoint state of `/clusters`.
+   * Without it `/clusters` shows the configured clusters only, with zeroed live fields.
+   */
+  readonly clusters?: () => Iterable<ClusterState>;
+  /**
+   * The monotonic clock the cluster states use (ms; default `performance.now`), so that ejection
+   * deadlines can be shown relative to now.
+   */
+  readonly now?: () => number;
 }
 
 export type ReloadOutcome =
@@ -35,7 +47,7 @@ const ENDPOINTS = [
   'GET  /live         200 while the process runs',
   'GET  /metrics      Prometheus exposition (Istio standard metrics, meshlet_*)',
   'GET  /config_dump  the active resources, version and hash (JSON)',
-  'GET  /clusters     clusters and their endpoints (JSON)',
+  'GET  /clusters     clusters, endpoints and their live state (JSON; ?format=text: one line per value)',
   'GET  /listeners    bound listeners, ports and engines (JSON)',
   'POST /reload       re-read the configuration now',
 ];
@@ -101,17 +113,19 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: AdminDeps
       return;
     }
     case 'GET /clusters': {
+      const format = url.searchParams.get('format') ?? 'json';
+      if (format !== 'json' && format !== 'text') {
+        send(res, 400, 'text/plain', `unknown format ${format}; use json or text\n`);
+        return;
+      }
       const store = deps.store();
-      const clusters = store === null ? [] : [...store.current.routes.clusters.values()];
-      json(
-        res,
-        200,
-        clusters.map((c) => ({
-          name: c.name,
-          service: c.serviceFqdn,
-          endpoints: c.endpoints.map((e) => ({ address: e.id, weight: e.weight, labels: e.labels })),
-        })),
+      const view = clustersView(
+        store === null ? [] : store.current.routes.clusters.values(),
+        deps.clusters?.() ?? [],
+        (deps.now ?? (() => performance.now()))(),
       );
+      if (format === 'text') send(res, 200, 'text/plain', clustersText(view));
+      else json(res, 200, view);
       return;
     }
     case 'GET /listeners':
@@ -136,6 +150,181 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: AdminDeps
       if (url.pathname === '/reload') send(res, 405, 'text/plain', 'use POST /reload\n');
       else send(res, 404, 'text/plain', `unknown admin endpoint ${url.pathname}; GET / lists them\n`);
   }
+}
+
+/** The counters of one cluster in `/clusters` (monotonic while the cluster is configured). */
+export interface ClusterCountersView {
+  readonly requests: number;
+  readonly retries: number;
+  readonly retry_budget_exhausted: number;
+  readonly retry_overflow: number;
+  readonly overflows: number;
+  readonly ejections: number;
+  readonly pending_queued: number;
+}
+
+/** One endpoint in `/clusters`. */
+export interface EndpointView {
+  /** `address:port` (the endpoint id). */
+  readonly address: string;
+  readonly weight: number;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Peak-EWMA estimate in ms; null when the balancer keeps none or the cluster was never used. */
+  readonly ewma_ms: number | null;
+  readonly in_flight: number;
+  readonly ejected: boolean;
+  /** Ms from now until the ejection ends, or null when not ejected. */
+  readonly ejected_until: number | null;
+  readonly times_ejected: number;
+  readonly consecutive_5xx: number;
+  readonly consecutive_gateway_errors: number;
+  readonly consecutive_local_origin_failures: number;
+  /** Open upstream connections, or null when the upstream client does not report them. */
+  readonly connections: number | null;
+}
+
+/** One cluster in `/clusters`. */
+export interface ClusterView {
+  readonly name: string;
+  readonly service: string;
+  /** The balancer in use (`P2C_PEAK_EWMA`, `ROUND_ROBIN`…); null until the cluster is first used. */
+  readonly load_balancer: string | null;
+  readonly active: number;
+  readonly pending: number;
+  readonly panic: boolean;
+  readonly counters: ClusterCountersView;
+  readonly endpoints: readonly EndpointView[];
+}
+
+const ZERO_COUNTERS: ClusterCountersView = {
+  requests: 0,
+  retries: 0,
+  retry_budget_exhausted: 0,
+  retry_overflow: 0,
+  overflows: 0,
+  ejections: 0,
+  pending_queued: 0,
+};
+
+/**
+ * The `/clusters` view: every cluster of the configuration, merged with its live state when one
+ * exists (a cluster gets one when it is first used). Endpoints are the configured ones, with their
+ * live state matched by id, followed by live endpoints the configuration does not list as such
+ * (addresses resolved from DNS names, or endpoints of a previous configuration that the state has
+ * not let go of yet), so that nothing the balancer may pick is hidden. `now` is the monotonic clock
+ * of the states, in ms.
+ */
+export function clustersView(
+  configured: Iterable<Cluster>,
+  states: Iterable<ClusterState>,
+  now: number,
+): ClusterView[] {
+  const live = new Map<string, ClusterStatus>();
+  for (const state of states) live.set(state.name, state.status());
+  const view: ClusterView[] = [];
+  for (const c of configured) {
+    const status = live.get(c.name);
+    const byId = new Map<string, EndpointStatus>();
+    if (status !== undefined) for (const e of status.endpoints) byId.set(e.id, e);
+    const endpoints: EndpointView[] = [];
+    for (const e of c.endpoints) {
+      const s = byId.get(e.id);
+      byId.delete(e.id);
+      endpoints.push(endpointView(e.id, e.weight, e.labels, s, now));
+    }
+    for (const s of byId.values()) endpoints.push(endpointView(s.id, s.weight, {}, s, now));
+    view.push({
+      name: c.name,
+      service: c.serviceFqdn,
+      load_balancer: status?.loadBalancer ?? null,
+      active: status?.active ?? 0,
+      pending: status?.pending ?? 0,
+      panic: status?.panic ?? false,
+      counters:
+        status === undefined
+          ? ZERO_COUNTERS
+          : {
+              requests: status.counters.requests,
+              retries: status.counters.retries,
+              retry_budget_exhausted: status.counters.retryBudgetExhausted,
+              retry_overflow: status.counters.retryOverflow,
+              overflows: status.counters.overflows,
+              ejections: status.counters.ejections,
+              pending_queued: status.counters.pendingQueued,
+            },
+      endpoints,
+    });
+  }
+  return view;
+}
+
+function endpointView(
+  address: string,
+  weight: number,
+  labels: Readonly<Record<string, string>>,
+  s: EndpointStatus | undefined,
+  now: number,
+): EndpointView {
+  if (s === undefined)
+    return {
+      address,
+      weight,
+      labels,
+      ewma_ms: null,
+      in_flight: 0,
+      ejected: false,
+      ejected_until: null,
+      times_ejected: 0,
+      consecutive_5xx: 0,
+      consecutive_gateway_errors: 0,
+      consecutive_local_origin_failures: 0,
+      connections: null,
+    };
+  // An endpoint is back from the moment its ejection time is over, even while the state still
+  // holds the past deadline (it clears it at its next outlier-detection sweep).
+  const until = s.ejectedUntilMs !== null && s.ejectedUntilMs > now ? s.ejectedUntilMs : null;
+  return {
+    address,
+    weight: s.weight,
+    labels,
+    ewma_ms: s.ewmaMs === null ? null : Math.round(s.ewmaMs * 1000) / 1000,
+    in_flight: s.inFlight,
+    ejected: until !== null,
+    // Rounded up: an endpoint with time left never shows 0.
+    ejected_until: until === null ? null : Math.ceil(until - now),
+    times_ejected: s.timesEjected,
+    consecutive_5xx: s.consecutive5xx,
+    consecutive_gateway_errors: s.consecutiveGatewayErrors,
+    consecutive_local_origin_failures: s.consecutiveLocalOriginFailures,
+    connections: s.connections,
+  };
+}
+
+/**
+ * `/clusters?format=text`, in the manner of Envoy's `/clusters`: one `cluster::field::value` line
+ * per cluster value and one `cluster::endpoint::field::value` line per endpoint value, easy to grep.
+ */
+export function clustersText(view: readonly ClusterView[]): string {
+  const lines: string[] = [];
+  for (const c of view) {
+    const n = c.name;
+    lines.push(`${n}::service::${c.service}`);
+    lines.push(`${n}::load_balancer::${c.load_balancer ?? '-'}`);
+    lines.push(`${n}::active::${c.active}`, `${n}::pending::${c.pending}`, `${n}::panic::${c.panic}`);
+    for (const [k, v] of Object.entries(c.counters)) lines.push(`${n}::${k}::${v}`);
+    for (const e of c.endpoints) {
+      const p = `${n}::${e.address}`;
+      const labels = Object.entries(e.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',');
+      lines.push(`${p}::weight::${e.weight}`, `${p}::labels::${labels}`);
+      for (const [k, v] of Object.entries(e)) {
+        if (k === 'address' || k === 'weight' || k === 'labels') continue;
+        lines.push(`${p}::${k}::${v === null ? '-' : String(v)}`);
+      }
+    }
+  }
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string): void {
