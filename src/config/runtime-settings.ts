@@ -1,6 +1,12 @@
 import type { EngineName } from '../listener/listener-types.ts';
+import {
+  DEFAULT_MIN_RETRIES_PER_SECOND,
+  DEFAULT_RETRY_BUDGET_TTL_MS,
+  DEFAULT_RETRY_RATIO,
+} from '../resilience/retry-budget.ts';
 import type { LogLevel } from '../telemetry/logger.ts';
 import type { ProxySpec } from './resource-types.ts';
+import type { View } from './yaml-view.ts';
 
 /**
  * The settings this process runs with: command-line flags override the `Proxy` document, which
@@ -26,6 +32,17 @@ export interface RuntimeSettings {
   readonly outboundTrafficPolicy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
   readonly drainTimeoutMs: number;
   readonly accessLog: boolean;
+  /** The Linkerd-style retry budget every cluster gets (one budget per cluster, these settings). */
+  readonly retryBudget: RetryBudgetSettings;
+  /** How often DNS-resolved ServiceEntry hosts are resolved again. */
+  readonly dnsRefreshRateMs: number;
+}
+
+/** What `new RetryBudget(clock, settings)` takes, every field filled. */
+export interface RetryBudgetSettings {
+  readonly retryRatio: number;
+  readonly minRetriesPerSecond: number;
+  readonly ttlMs: number;
 }
 
 /** Flags as given on the command line; absent means "not given". */
@@ -55,6 +72,16 @@ export const DEFAULTS = {
    * node:http and is as fast as uws in `npm run bench`.
    */
   engine: 'h1',
+  retryBudget: {
+    retryRatio: DEFAULT_RETRY_RATIO,
+    minRetriesPerSecond: DEFAULT_MIN_RETRIES_PER_SECOND,
+    ttlMs: DEFAULT_RETRY_BUDGET_TTL_MS,
+  },
+  /**
+   * 30 s: between Envoy's fixed 5 s dns_refresh_rate and Istio's 60 s mesh default. Endpoints behind
+   * DNS rarely move faster, and a refresh is a lookup per host whatever the traffic.
+   */
+  dnsRefreshRateMs: 30_000,
 } as const;
 
 /** Parses `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning 127.0.0.1). Returns null when malformed. */
@@ -94,5 +121,29 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     outboundTrafficPolicy: p.outboundTrafficPolicy ?? 'ALLOW_ANY',
     drainTimeoutMs: flags.drainTimeoutMs ?? p.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
     accessLog: flags.accessLog ?? p.accessLog ?? false,
+    retryBudget: {
+      retryRatio: p.retryBudget?.retryRatio ?? DEFAULTS.retryBudget.retryRatio,
+      minRetriesPerSecond: p.retryBudget?.minRetriesPerSecond ?? DEFAULTS.retryBudget.minRetriesPerSecond,
+      ttlMs: p.retryBudget?.ttl ?? DEFAULTS.retryBudget.ttlMs,
+    },
+    dnsRefreshRateMs: p.dnsRefreshRate ?? DEFAULTS.dnsRefreshRateMs,
   };
 }
+
+/**
+ * The longest delay a Node.js timer holds (2^31 − 1 ms, about 24.9 days). A longer `setTimeout`
+ * fires after 1 ms instead, so a configured `timeout: 720h` would time every request out at once.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Caps a validated duration that becomes a timer at `max` (default `MAX_TIMER_MS`), with a warning
+ * at the field saying so; returns the value to use.
+ */
+export function capTimerMs(view: View, ms: number, max: number = MAX_TIMER_MS): number {
+  if (ms <= max) return ms;
+  view.warn(`${ms}ms is longer than meshlet's timers can wait; ${max}ms (about ${days(max)} days) is used`);
+  return max;
+}
+
+const days = (ms: number): string => (ms / 86_400_000).toFixed(1);

@@ -377,6 +377,91 @@ spec:
   t.match(errors(wrongVersion)[0]?.message, /unsupported apiVersion meshlet\.dev\/v1/);
 });
 
+t.test('Proxy retryBudget and dnsRefreshRate: durations in ms, strict like the rest of Proxy', async (t) => {
+  const ok = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+spec:
+  retryBudget: {retryRatio: 0.5, minRetriesPerSecond: 3, ttl: 1m}
+  dnsRefreshRate: 5s
+`);
+  t.same(errors(ok), []);
+  t.same(ok.proxy?.spec, {
+    retryBudget: { retryRatio: 0.5, minRetriesPerSecond: 3, ttl: 60_000 },
+    dnsRefreshRate: 5000,
+  });
+  const edges = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+spec:
+  retryBudget: {retryRatio: 1, minRetriesPerSecond: 0, ttl: 1s}
+  dnsRefreshRate: 1000ms
+`);
+  t.same(errors(edges), [], 'retryRatio 1, no floor and one-second windows are allowed');
+  t.same(edges.proxy?.spec, {
+    retryBudget: { retryRatio: 1, minRetriesPerSecond: 0, ttl: 1000 },
+    dnsRefreshRate: 1000,
+  });
+  const partial = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+spec:
+  retryBudget: {retryRatio: 0}
+`);
+  t.same(errors(partial), []);
+  t.same(partial.proxy?.spec, { retryBudget: { retryRatio: 0 } }, 'absent fields stay absent');
+
+  const bad = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+metadata: {name: p}
+spec:
+  retryBudget:
+    retryRatio: 1.5
+    minRetriesPerSecond: 2.5
+    ttl: 500ms
+    percent: 20
+  dnsRefreshRate: 100ms
+`);
+  t.same(
+    errors(bad).map((e) => `${e.pos.line}:${e.pos.col} ${e.path} | ${e.message}`),
+    [
+      '6:17 Proxy default/p: spec.retryBudget.retryRatio | value 1.5 is above the maximum 1',
+      '7:26 Proxy default/p: spec.retryBudget.minRetriesPerSecond | expected integer, got 2.5',
+      '8:10 Proxy default/p: spec.retryBudget.ttl | ttl must be at least 1s',
+      '9:5 Proxy default/p: spec.retryBudget.percent | unknown field',
+      '10:19 Proxy default/p: spec.dnsRefreshRate | dnsRefreshRate must be at least 1s',
+    ],
+  );
+  t.equal(bad.proxy, null);
+  const types = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+metadata: {name: p}
+spec:
+  retryBudget: 0.2
+  dnsRefreshRate: 30
+`);
+  t.same(
+    errors(types).map((e) => `${e.path} | ${e.message}`),
+    [
+      'Proxy default/p: spec.retryBudget | expected map, got number',
+      'Proxy default/p: spec.dnsRefreshRate | expected duration string such as "5s", got number',
+    ],
+  );
+  const long = load(`apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+metadata: {name: p}
+spec:
+  dnsRefreshRate: 1000h
+  drainTimeout: 800h
+`);
+  t.same(errors(long), []);
+  t.same(
+    warnings(long).map((w) => `${w.path} | ${w.message}`),
+    [
+      "Proxy default/p: spec.dnsRefreshRate | 3600000000ms is longer than meshlet's timers can wait; 2147483647ms (about 24.9 days) is used",
+      "Proxy default/p: spec.drainTimeout | 2880000000ms is longer than meshlet's timers can wait; 2147483647ms (about 24.9 days) is used",
+    ],
+  );
+  t.same(long.proxy?.spec, { dnsRefreshRate: 2_147_483_647, drainTimeoutMs: 2_147_483_647 });
+});
+
 t.test('aliases and anchors resolve', async (t) => {
   const b = load(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
