@@ -2,9 +2,16 @@
  * DestinationRule validation and normalization (spec §3). Traffic-policy components are checked
  * against the Istio schema and kept as plain data, durations converted to milliseconds (see the
  * convention next to `TrafficPolicy` in resource-types.ts).
+ *
+ * meshlet acts on `loadBalancer` (simple and consistentHash), `connectionPool` and
+ * `outlierDetection`; the few sub-fields it does not act on are warnings naming the field (see
+ * `AFTER_SCHEMA`). Values that would break the runtime (a header or cookie name that is not a
+ * token, a cookie path that would split the Set-Cookie line, a ring Envoy would refuse) are errors;
+ * durations that become timers are capped at what a Node.js timer can wait, with a warning.
  */
 import { type Plain, readObject, type Schema } from './plain-schema.ts';
 import type { DestinationRuleSpec, Subset, TrafficPolicy } from './resource-types.ts';
+import { capTimerMs } from './runtime-settings.ts';
 import { parseExpandedHost, parseSelector, type Scope, stringListOrEmpty } from './validate-common.ts';
 import type { MapView, View } from './yaml-view.ts';
 
@@ -27,6 +34,44 @@ const isPrime = (n: number): boolean => {
   return true;
 };
 
+/** RFC 9110 token: what a header name, a cookie name (RFC 6265) and a cookie attribute name are. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** RFC 6265 path-value / extension-av: printable ASCII (space to "~") except ";". */
+const COOKIE_AV = /^[ -:<-~]*$/;
+const TOKEN_CHARS = "letters, digits and !#$%&'*+-.^_`|~";
+
+/** Errors unless the string at `key` (when it is one) is an RFC 9110 token. */
+const tokenField =
+  (key: string, what: string) =>
+  (m: MapView): void => {
+    const v = m.get(key);
+    if (v.typeName() !== 'string') return;
+    const s = String(v.node?.toJSON());
+    if (!TOKEN.test(s)) v.error(`${what} "${s}" is not a valid ${what} (a token: ${TOKEN_CHARS})`);
+  };
+
+/** Errors when the string at `key` would end the Set-Cookie attribute it is written into. */
+const cookieAttributeValue =
+  (key: string, what: string) =>
+  (m: MapView): void => {
+    const v = m.get(key);
+    if (v.typeName() !== 'string') return;
+    if (!COOKIE_AV.test(String(v.node?.toJSON()))) {
+      v.error(`${what} must be printable ASCII without ";" (it is written into Set-Cookie)`);
+    }
+  };
+
+/** Envoy's upper bound for `minimum_ring_size` (8M entries): Envoy refuses a larger ring. */
+const MAX_RING_SIZE = 8_388_608;
+
+const ringSize = (key: string) => (m: MapView) => {
+  const v = m.get(key);
+  const n = v.node?.toJSON();
+  if (typeof n === 'number' && n > MAX_RING_SIZE) {
+    v.error(`${key} ${n} is above ${MAX_RING_SIZE}, the largest ring Envoy builds`);
+  }
+};
+
 const CONSISTENT_HASH: Schema = {
   object: {
     httpHeaderName: 'string',
@@ -35,13 +80,26 @@ const CONSISTENT_HASH: Schema = {
         name: 'string',
         path: 'string',
         ttl: 'duration0',
-        attributes: { list: { object: { name: 'string', value: 'string' }, check: requireFields(['name']) } },
+        attributes: {
+          list: {
+            object: { name: 'string', value: 'string' },
+            check: (m) => {
+              requireFields(['name'])(m);
+              tokenField('name', 'cookie attribute name')(m);
+              cookieAttributeValue('value', 'cookie attribute value')(m);
+            },
+          },
+        },
       },
-      check: requireFields(['name']),
+      check: (m) => {
+        requireFields(['name'])(m);
+        tokenField('name', 'cookie name')(m);
+        cookieAttributeValue('path', 'cookie path')(m);
+      },
     },
     useSourceIp: 'bool',
     httpQueryParameterName: 'string',
-    ringHash: { object: { minimumRingSize: 'uint' } },
+    ringHash: { object: { minimumRingSize: 'uint' }, check: ringSize('minimumRingSize') },
     maglev: {
       object: { tableSize: 'uint' },
       check: (m) => {
@@ -61,6 +119,12 @@ const CONSISTENT_HASH: Schema = {
       'consistentHash hash key',
     )(m);
     oneOf(['ringHash', 'maglev'], false, 'consistentHash algorithm')(m);
+    tokenField('httpHeaderName', 'header name')(m);
+    const query = m.get('httpQueryParameterName');
+    if (query.typeName() === 'string' && query.node?.toJSON() === '') {
+      query.error('httpQueryParameterName must not be empty');
+    }
+    ringSize('minimumRingSize')(m);
     if (m.has('minimumRingSize') && (m.has('ringHash') || m.has('maglev'))) {
       m.get('minimumRingSize').error('minimumRingSize cannot be used together with ringHash or maglev');
     }
@@ -180,20 +244,114 @@ const COMPONENT_NAMES = Object.keys(COMPONENTS) as ComponentName[];
 
 type Components = { -readonly [K in ComponentName]?: Readonly<Record<string, unknown>> };
 
-/** Validated now, acted on by later work: each present component is a warning naming it. */
-const NOT_ACTED_ON: Readonly<
-  Record<ComponentName, (value: Readonly<Record<string, unknown>>) => string | null>
-> = {
-  loadBalancer: () =>
-    'loadBalancer is validated but not acted on yet; endpoints are balanced by weighted round robin',
-  connectionPool: () =>
-    'connectionPool is validated but not acted on yet; no connection or request limits apply',
-  outlierDetection: () => 'outlierDetection is validated but not acted on yet; no endpoint is ejected',
-  tls: (value) =>
-    value['mode'] === undefined || value['mode'] === 'DISABLE'
-      ? null
-      : `tls mode ${String(value['mode'])} is not implemented yet: meshlet sends plaintext to this destination`,
+type Mutable = Record<string, Plain>;
+
+/** The sub-map at `key` when it is one (type errors were reported by the schema already). */
+function child(m: MapView, key: string): MapView | undefined {
+  const v = m.get(key);
+  return v.typeName() === 'map' ? v.map() : undefined;
+}
+
+/** The validated object at `key` of `value`, for in-place normalization. */
+function childValue(value: Mutable, key: string): Mutable | undefined {
+  const v = value[key];
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Mutable) : undefined;
+}
+
+const HTTP11_UPSTREAM = 'meshlet speaks HTTP/1.1 to upstreams';
+
+/**
+ * Per component: warnings for the sub-fields meshlet validates but does not act on, and the
+ * normalizations the consumers rely on. `m` is the component's map, `value` what the schema read.
+ */
+const AFTER_SCHEMA: Readonly<Record<ComponentName, (m: MapView, value: Mutable) => void>> = {
+  loadBalancer: (m, value) => {
+    if (value['simple'] === 'PASSTHROUGH') {
+      m.get('simple').warn(
+        'simple: PASSTHROUGH is not supported; the default P2C + peak-EWMA balancer is used',
+      );
+    }
+    const locality = childValue(value, 'localityLbSetting');
+    if (locality !== undefined && locality['enabled'] !== false) {
+      m.get('localityLbSetting').warn(
+        'localityLbSetting is not acted on (meshlet has no localities); every endpoint is treated alike',
+      );
+    }
+    for (const key of ['warmup', 'warmupDurationSecs']) {
+      if (value[key] !== undefined) {
+        m.get(key).warn(`${key} is not implemented; a new endpoint gets its full share of traffic at once`);
+      }
+    }
+    const hash = childValue(value, 'consistentHash');
+    const hm = child(m, 'consistentHash');
+    if (hash === undefined || hm === undefined) return;
+    // Header names are matched lowercase on the request path.
+    const header = hash['httpHeaderName'];
+    if (typeof header === 'string') hash['httpHeaderName'] = header.toLowerCase();
+    // Zero is the protobuf "unset": the balancer's default size applies (Istio does the same).
+    if (hash['minimumRingSize'] === 0) delete hash['minimumRingSize'];
+    const ring = childValue(hash, 'ringHash');
+    if (ring?.['minimumRingSize'] === 0) delete ring['minimumRingSize'];
+    const maglev = childValue(hash, 'maglev');
+    if (maglev?.['tableSize'] === 0) delete maglev['tableSize'];
+  },
+  connectionPool: (m, value) => {
+    const tcp = childValue(value, 'tcp');
+    const tm = child(m, 'tcp');
+    if (tcp !== undefined && tm !== undefined) {
+      if (tcp['tcpKeepalive'] !== undefined) {
+        tm.get('tcpKeepalive').warn(
+          'tcpKeepalive is not implemented; upstream sockets keep the operating system keep-alive settings',
+        );
+      }
+      if (tcp['maxConnectionDuration'] !== undefined) {
+        tm.get('maxConnectionDuration').warn(
+          'maxConnectionDuration is not implemented; upstream connections are not closed for their age',
+        );
+      }
+      capTimers(tm, tcp, ['connectTimeout', 'idleTimeout']);
+    }
+    const http = childValue(value, 'http');
+    const hm = child(m, 'http');
+    if (http !== undefined && hm !== undefined) {
+      if (http['h2UpgradePolicy'] === 'UPGRADE') {
+        hm.get('h2UpgradePolicy').warn(`h2UpgradePolicy: UPGRADE is not supported; ${HTTP11_UPSTREAM}`);
+      }
+      if (http['useClientProtocol'] === true) {
+        hm.get('useClientProtocol').warn(
+          `useClientProtocol is not supported; ${HTTP11_UPSTREAM} whatever the client spoke`,
+        );
+      }
+      for (const key of ['maxConcurrentStreams', 'http2KeepAlive']) {
+        if (http[key] !== undefined) hm.get(key).warn(`${key} applies to HTTP/2 only; ${HTTP11_UPSTREAM}`);
+      }
+      capTimers(hm, http, ['idleTimeout']);
+    }
+  },
+  outlierDetection: (m, value) => {
+    if (value['consecutiveErrors'] !== undefined) {
+      m.get('consecutiveErrors').warn(
+        'consecutiveErrors is deprecated and ignored (as Istio does); use consecutive5xxErrors or consecutiveGatewayErrors',
+      );
+    }
+    capTimers(m, value, ['interval', 'baseEjectionTime']);
+  },
+  tls: (m, value) => {
+    if (value['mode'] !== undefined && value['mode'] !== 'DISABLE') {
+      m.warn(
+        `tls mode ${String(value['mode'])} is not implemented yet: meshlet sends plaintext to this destination`,
+      );
+    }
+  },
 };
+
+/** Durations that become timers are capped at what a Node.js timer can hold (with a warning). */
+function capTimers(m: MapView, value: Mutable, keys: readonly string[]): void {
+  for (const key of keys) {
+    const ms = value[key];
+    if (typeof ms === 'number') value[key] = capTimerMs(m.get(key), ms);
+  }
+}
 
 function readComponents(m: MapView): Components {
   const out: Components = {};
@@ -203,10 +361,9 @@ function readComponents(m: MapView): Components {
     if (!view.present) continue;
     const mm = view.map();
     if (mm === undefined || typeof schema === 'string' || !('object' in schema)) continue;
-    const value: Record<string, Plain> = readObject(mm, schema);
+    const value: Mutable = readObject(mm, schema);
+    AFTER_SCHEMA[name](mm, value);
     out[name] = value;
-    const warning = NOT_ACTED_ON[name](value);
-    if (warning !== null) view.warn(warning);
   }
   return out;
 }
@@ -218,7 +375,8 @@ function parseTrafficPolicy(view: View): TrafficPolicy | undefined {
     notImplemented: {
       tunnel: 'tunnel is not implemented; ignored',
       proxyProtocol: 'proxyProtocol is not implemented; ignored',
-      retryBudget: 'retryBudget is not implemented yet; ignored',
+      retryBudget:
+        "retryBudget (Istio's) is not implemented; ignored. meshlet applies the retryBudget of its Proxy document (spec.retryBudget) to every cluster",
     },
   });
   const top = readComponents(m);

@@ -133,13 +133,12 @@ t.test('unknown and not implemented fields warn', async (t) => {
   t.same(msgs(b), []);
   t.same(msgs(b, 'warning'), [
     'spec.trafficPolicy.tunnel | tunnel is not implemented; ignored',
-    'spec.trafficPolicy.connectionPool | connectionPool is validated but not acted on yet; no connection or request limits apply',
     'spec.trafficPolicy.connectionPool.tcp.maxConnectons | unknown field; ignored',
   ]);
   t.same(b.destinationRules[0]?.spec.trafficPolicy?.connectionPool, { tcp: {} });
 });
 
-t.test('policy components that are not acted on yet are warnings naming them', async (t) => {
+t.test('acted-on components give no warning; tls still does', async (t) => {
   const b = parseConfigText([
     {
       name: 'dr.yaml',
@@ -150,12 +149,19 @@ spec:
   host: reviews
   trafficPolicy:
     loadBalancer: { simple: RANDOM }
-    outlierDetection: { consecutive5xxErrors: 3 }
+    outlierDetection: { consecutive5xxErrors: 3, interval: 1s, minHealthPercent: 50 }
+    connectionPool:
+      tcp: { maxConnections: 10, connectTimeout: 1s, idleTimeout: 0s }
+      http: { http1MaxPendingRequests: 1, http2MaxRequests: 2, maxRequestsPerConnection: 1, maxRetries: 3, idleTimeout: 5m, h2UpgradePolicy: DO_NOT_UPGRADE, useClientProtocol: false }
     tls: { mode: ISTIO_MUTUAL }
   subsets:
     - name: v1
       labels: { version: v1 }
-      trafficPolicy: { tls: { mode: DISABLE } }
+      trafficPolicy:
+        tls: { mode: DISABLE }
+        loadBalancer:
+          consistentHash: { httpQueryParameterName: user, maglev: { tableSize: 65537 } }
+          localityLbSetting: { enabled: false }
 `,
     },
   ]);
@@ -165,8 +171,170 @@ spec:
   );
   const warnings = b.issues.map((i) => `${i.pos.line}:${i.pos.col} ${i.message}`);
   t.same(warnings, [
-    '7:19 loadBalancer is validated but not acted on yet; endpoints are balanced by weighted round robin',
-    '8:23 outlierDetection is validated but not acted on yet; no endpoint is ejected',
-    '9:10 tls mode ISTIO_MUTUAL is not implemented yet: meshlet sends plaintext to this destination',
+    '12:10 tls mode ISTIO_MUTUAL is not implemented yet: meshlet sends plaintext to this destination',
   ]);
+});
+
+t.test('sub-fields meshlet does not act on are warnings naming the field', async (t) => {
+  const b = load(`  host: reviews
+  trafficPolicy:
+    retryBudget: {percent: {value: 20}}
+    loadBalancer:
+      simple: PASSTHROUGH
+      localityLbSetting: {enabled: true, failover: [{from: us-east, to: us-west}]}
+      warmup: {duration: 30s}
+    connectionPool:
+      tcp: {tcpKeepalive: {time: 10s}, maxConnectionDuration: 1h}
+      http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true, maxConcurrentStreams: 100, http2KeepAlive: {interval: 10s}}
+    outlierDetection: {consecutiveErrors: 5}
+  subsets:
+  - name: v1
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}
+`);
+  t.same(msgs(b), []);
+  t.same(msgs(b, 'warning'), [
+    "spec.trafficPolicy.retryBudget | retryBudget (Istio's) is not implemented; ignored. meshlet applies the retryBudget of its Proxy document (spec.retryBudget) to every cluster",
+    'spec.trafficPolicy.loadBalancer.simple | simple: PASSTHROUGH is not supported; the default P2C + peak-EWMA balancer is used',
+    'spec.trafficPolicy.loadBalancer.localityLbSetting | localityLbSetting is not acted on (meshlet has no localities); every endpoint is treated alike',
+    'spec.trafficPolicy.loadBalancer.warmup | warmup is not implemented; a new endpoint gets its full share of traffic at once',
+    'spec.trafficPolicy.connectionPool.tcp.tcpKeepalive | tcpKeepalive is not implemented; upstream sockets keep the operating system keep-alive settings',
+    'spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration | maxConnectionDuration is not implemented; upstream connections are not closed for their age',
+    'spec.trafficPolicy.connectionPool.http.h2UpgradePolicy | h2UpgradePolicy: UPGRADE is not supported; meshlet speaks HTTP/1.1 to upstreams',
+    'spec.trafficPolicy.connectionPool.http.useClientProtocol | useClientProtocol is not supported; meshlet speaks HTTP/1.1 to upstreams whatever the client spoke',
+    'spec.trafficPolicy.connectionPool.http.maxConcurrentStreams | maxConcurrentStreams applies to HTTP/2 only; meshlet speaks HTTP/1.1 to upstreams',
+    'spec.trafficPolicy.connectionPool.http.http2KeepAlive | http2KeepAlive applies to HTTP/2 only; meshlet speaks HTTP/1.1 to upstreams',
+    'spec.trafficPolicy.outlierDetection.consecutiveErrors | consecutiveErrors is deprecated and ignored (as Istio does); use consecutive5xxErrors or consecutiveGatewayErrors',
+    'spec.subsets[0].trafficPolicy.loadBalancer.warmupDurationSecs | warmupDurationSecs is not implemented; a new endpoint gets its full share of traffic at once',
+  ]);
+  const tp = b.destinationRules[0]?.spec.trafficPolicy;
+  t.same(tp?.outlierDetection, { consecutiveErrors: 5 }, 'ignored fields are still kept as validated data');
+  t.equal(tp?.loadBalancer?.simple, 'PASSTHROUGH');
+});
+
+t.test(
+  'consistentHash: names that reach the request path are checked; header names lowercased',
+  async (t) => {
+    const ok = load(`  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: X-User-ID, ringHash: {minimumRingSize: 0}}
+  subsets:
+  - name: a
+    trafficPolicy:
+      loadBalancer:
+        consistentHash:
+          httpCookie:
+            name: session_id
+            path: /shop
+            ttl: 0s
+            attributes: [{name: SameSite, value: Strict}, {name: Secure}]
+          maglev: {tableSize: 0}
+  - name: b
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {useSourceIp: true, minimumRingSize: 0}
+  - name: c
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpQueryParameterName: u, ringHash: {minimumRingSize: 8388608}}
+`);
+    t.same(msgs(ok), []);
+    t.same(msgs(ok, 'warning'), []);
+    const spec = ok.destinationRules[0]?.spec;
+    t.same(
+      spec?.trafficPolicy?.loadBalancer?.consistentHash,
+      { httpHeaderName: 'x-user-id', ringHash: {} },
+      'lowercase header name; a 0 ring size is the protobuf "unset" and is dropped',
+    );
+    t.same(spec?.subsets[0]?.trafficPolicy?.loadBalancer?.consistentHash, {
+      httpCookie: {
+        name: 'session_id',
+        path: '/shop',
+        ttl: 0,
+        attributes: [{ name: 'SameSite', value: 'Strict' }, { name: 'Secure' }],
+      },
+      maglev: {},
+    });
+    t.same(spec?.subsets[1]?.trafficPolicy?.loadBalancer?.consistentHash, { useSourceIp: true });
+    t.same(spec?.subsets[2]?.trafficPolicy?.loadBalancer?.consistentHash, {
+      httpQueryParameterName: 'u',
+      ringHash: { minimumRingSize: 8_388_608 },
+    });
+
+    const bad = load(`  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: "x user", ringHash: {minimumRingSize: 8388609}}
+  subsets:
+  - name: a
+    trafficPolicy:
+      loadBalancer:
+        consistentHash:
+          httpCookie:
+            name: "sess;ion"
+            path: "/a; Domain=evil.example"
+            attributes: [{name: "Same Site"}, {name: SameSite, value: "Lax\\r\\nX-Evil: 1"}]
+  - name: b
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpQueryParameterName: "", minimumRingSize: 10000000}
+  - name: c
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpHeaderName: ""}
+`);
+    t.same(msgs(bad), [
+      'spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName | header name "x user" is not a valid header name (a token: letters, digits and !#$%&\'*+-.^_`|~)',
+      'spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize | minimumRingSize 8388609 is above 8388608, the largest ring Envoy builds',
+      'spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.httpCookie.name | cookie name "sess;ion" is not a valid cookie name (a token: letters, digits and !#$%&\'*+-.^_`|~)',
+      'spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.httpCookie.path | cookie path must be printable ASCII without ";" (it is written into Set-Cookie)',
+      'spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].name | cookie attribute name "Same Site" is not a valid cookie attribute name (a token: letters, digits and !#$%&\'*+-.^_`|~)',
+      'spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1].value | cookie attribute value must be printable ASCII without ";" (it is written into Set-Cookie)',
+      'spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.httpQueryParameterName | httpQueryParameterName must not be empty',
+      'spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.minimumRingSize | minimumRingSize 10000000 is above 8388608, the largest ring Envoy builds',
+      'spec.subsets[2].trafficPolicy.loadBalancer.consistentHash.httpHeaderName | header name "" is not a valid header name (a token: letters, digits and !#$%&\'*+-.^_`|~)',
+    ]);
+    t.equal(bad.destinationRules.length, 0, 'a rule with any error is not kept');
+  },
+);
+
+t.test('outlier and pool durations: at least 1 ms, timers capped at what Node can wait', async (t) => {
+  const bad = load(`  host: reviews
+  trafficPolicy:
+    outlierDetection: {interval: 0s, baseEjectionTime: 100us, minHealthPercent: -1, maxEjectionPercent: 100}
+    connectionPool: {tcp: {connectTimeout: 0.5ms}}
+`);
+  t.same(msgs(bad), [
+    'spec.trafficPolicy.outlierDetection.interval | duration must be at least 1ms',
+    'spec.trafficPolicy.outlierDetection.baseEjectionTime | duration must be at least 1ms',
+    'spec.trafficPolicy.outlierDetection.minHealthPercent | value -1 is below the minimum 0',
+    'spec.trafficPolicy.connectionPool.tcp.connectTimeout | duration must be at least 1ms',
+  ]);
+  const long = load(`  host: reviews
+  trafficPolicy:
+    outlierDetection: {interval: 600h, baseEjectionTime: 596h31m23.647s}
+    connectionPool:
+      tcp: {connectTimeout: 1000h, idleTimeout: 2000h}
+      http: {idleTimeout: 9000h}
+`);
+  t.same(msgs(long), []);
+  const capped = (ms: number) =>
+    `${ms}ms is longer than meshlet's timers can wait; 2147483647ms (about 24.9 days) is used`;
+  t.same(msgs(long, 'warning'), [
+    `spec.trafficPolicy.outlierDetection.interval | ${capped(2_160_000_000)}`,
+    `spec.trafficPolicy.connectionPool.tcp.connectTimeout | ${capped(3_600_000_000)}`,
+    `spec.trafficPolicy.connectionPool.tcp.idleTimeout | ${capped(7_200_000_000)}`,
+    `spec.trafficPolicy.connectionPool.http.idleTimeout | ${capped(32_400_000_000)}`,
+  ]);
+  const tp = long.destinationRules[0]?.spec.trafficPolicy;
+  t.same(tp?.connectionPool, {
+    tcp: { connectTimeout: 2_147_483_647, idleTimeout: 2_147_483_647 },
+    http: { idleTimeout: 2_147_483_647 },
+  });
+  t.same(
+    tp?.outlierDetection,
+    { interval: 2_147_483_647, baseEjectionTime: 2_147_483_647 },
+    'exactly 2^31 - 1 ms is kept without a warning',
+  );
 });
