@@ -16,6 +16,7 @@ import type {
   StringMatch,
   VirtualServiceSpec,
 } from './resource-types.ts';
+import { capTimerMs, MAX_TIMER_MS } from './runtime-settings.ts';
 import { parseStringMatch, parseStringMatchMap } from './string-match.ts';
 import {
   parseDestination,
@@ -237,16 +238,12 @@ function parseHttpRoute(view: View, scope: Scope): HTTPRoute | undefined {
   const headers = m.has('headers') ? parseHeaderEdits(m.get('headers')) : undefined;
 
   const timeoutView = m.get('timeout');
-  const timeoutMs = timeoutView.duration({ minMs: 1, allowZero: true });
-  if (timeoutView.present && timeoutMs === undefined) ok = false;
+  const timeoutRaw = timeoutView.duration({ minMs: 1, allowZero: true });
+  if (timeoutView.present && timeoutRaw === undefined) ok = false;
+  const timeoutMs = timeoutRaw === undefined ? undefined : capTimerMs(timeoutView, timeoutRaw);
 
   const retries = m.has('retries') ? parseRetries(m.get('retries')) : undefined;
   if (m.has('retries') && retries === undefined) ok = false;
-  if (retries !== undefined && retries.attempts > 0) {
-    m.get('retries').warn(
-      'retries: only connect-failure retries of requests without a body are acted on yet; perTryTimeout, backoff and the other retryOn conditions are not',
-    );
-  }
   const fault = m.has('fault') ? parseFault(m.get('fault')) : undefined;
   if (m.has('fault') && fault === undefined) ok = false;
 
@@ -277,11 +274,6 @@ function parseHttpRoute(view: View, scope: Scope): HTTPRoute | undefined {
     else mirrors.push({ destination, fraction });
   }
 
-  if (mirrors.length > 0) {
-    m.get(m.has('mirrors') ? 'mirrors' : 'mirror').warn(
-      'mirroring is not implemented yet; no copy of the traffic is sent',
-    );
-  }
   const corsView = m.get('corsPolicy');
   let corsPolicy: unknown;
   if (corsView.present) {
@@ -535,11 +527,15 @@ function parseRetries(view: View): HTTPRetry | undefined {
   const attempts = attemptsView.int({ min: 0 });
   if (attemptsView.present && attempts === undefined) ok = false;
   const perTryView = m.get('perTryTimeout');
-  const perTryTimeoutMs = perTryView.duration({ minMs: 1 });
-  if (perTryView.present && perTryTimeoutMs === undefined) ok = false;
+  const perTryRaw = perTryView.duration({ minMs: 1 });
+  if (perTryView.present && perTryRaw === undefined) ok = false;
+  const perTryTimeoutMs = perTryRaw === undefined ? undefined : capTimerMs(perTryView, perTryRaw);
   const backoffView = m.get('backoff');
-  const backoffMs = backoffView.duration({ minMs: 1 });
-  if (backoffView.present && backoffMs === undefined) ok = false;
+  const backoffRaw = backoffView.duration({ minMs: 1 });
+  if (backoffView.present && backoffRaw === undefined) ok = false;
+  // Back-off waits up to 10 × the base (spec §2.5), so the base is capped at a tenth of a timer.
+  const backoffMs =
+    backoffRaw === undefined ? undefined : capTimerMs(backoffView, backoffRaw, Math.floor(MAX_TIMER_MS / 10));
   const retryOnView = m.get('retryOn');
   let retryOn = retryOnView.string();
   if (retryOn !== undefined) {
@@ -550,7 +546,13 @@ function parseRetries(view: View): HTTPRetry | undefined {
     }
     if (retryOn.trim() === '') retryOn = undefined;
   } else if (retryOnView.present) ok = false;
-  const retryRemoteLocalities = m.get('retryRemoteLocalities').bool();
+  const remoteView = m.get('retryRemoteLocalities');
+  const retryRemoteLocalities = remoteView.bool();
+  if (retryRemoteLocalities === true) {
+    remoteView.warn(
+      'retryRemoteLocalities is not acted on (meshlet has no localities); retries choose among all endpoints',
+    );
+  }
   const retryIgnorePreviousHosts = m.get('retryIgnorePreviousHosts').bool();
   if (!ok) return undefined;
   return {
@@ -588,7 +590,8 @@ function parseFault(view: View): HTTPFault | undefined {
       ok = false;
     }
     const fd = dm.get('fixedDelay');
-    const fixedDelayMs = fd.require('fixedDelay') ? fd.duration({ minMs: 1 }) : undefined;
+    const fixedDelayRaw = fd.require('fixedDelay') ? fd.duration({ minMs: 1 }) : undefined;
+    const fixedDelayMs = fixedDelayRaw === undefined ? undefined : capTimerMs(fd, fixedDelayRaw);
     const fraction = faultFraction(dm);
     if (fixedDelayMs === undefined || fraction === undefined) ok = false;
     else delay = { fixedDelayMs, fraction };

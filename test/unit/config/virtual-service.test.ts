@@ -423,7 +423,7 @@ t.test('header edits: names lowercased, order kept', async (t) => {
   t.same(route(b).route[0]?.headers, { response: { set: [['x-dest', 'a']], add: [], remove: [] } });
 });
 
-t.test('retries and mirrors are kept but warned about until the resilience work acts on them', async (t) => {
+t.test('retries, mirrors, timeouts and faults are acted on: no warning for them', async (t) => {
   const b = parseConfigText([
     {
       name: 'vs.yaml',
@@ -434,20 +434,76 @@ spec:
   hosts: [reviews]
   http:
     - route: [{ destination: { host: reviews } }]
-      retries: { attempts: 3, retryOn: 5xx }
+      retries: { attempts: 3, retryOn: "5xx,gateway-error,reset,retriable-4xx,409", perTryTimeout: 1s, backoff: 10ms, retryIgnorePreviousHosts: false, retryRemoteLocalities: false }
       mirror: { host: shadow }
+      mirrorPercentage: { value: 10 }
+      timeout: 3s
+      fault: { delay: { fixedDelay: 5ms, percentage: { value: 1 } } }
     - route: [{ destination: { host: reviews } }]
       retries: { attempts: 0 }
+      mirrors: [{ destination: { host: shadow, subset: v2 }, percentage: { value: 50 } }, { destination: { host: other } }]
 `,
     },
   ]);
+  t.same(b.issues, [], 'no error and no warning');
+  const [first, second] = b.virtualServices[0]?.spec.http ?? [];
+  t.same(first?.retries, {
+    attempts: 3,
+    retryOn: '5xx,gateway-error,reset,retriable-4xx,409',
+    perTryTimeoutMs: 1000,
+    retryRemoteLocalities: false,
+    retryIgnorePreviousHosts: false,
+    backoffMs: 10,
+  });
+  t.same(first?.mirrors, [{ destination: { host: 'shadow.default.svc.cluster.local' }, fraction: 0.1 }]);
+  t.same(second?.mirrors, [
+    { destination: { host: 'shadow.default.svc.cluster.local', subset: 'v2' }, fraction: 0.5 },
+    { destination: { host: 'other.default.svc.cluster.local' }, fraction: 1 },
+  ]);
+});
+
+t.test('retryRemoteLocalities: true is a warning naming the field (meshlet has no localities)', async (t) => {
+  const b = load(`  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryRemoteLocalities: true}
+`);
+  t.same(errors(b), []);
   t.same(
-    b.issues.filter((i) => i.severity === 'error'),
-    [],
+    warnings(b).map((w) => `${w.pos.line}:${w.pos.col} ${w.path.replace(/^.*: /, '')} | ${w.message}`),
+    [
+      '10:51 spec.http[0].retries.retryRemoteLocalities | retryRemoteLocalities is not acted on (meshlet has no localities); retries choose among all endpoints',
+    ],
   );
-  const warnings = b.issues.map((i) => `${i.pos.line} ${i.path.replace(/^.*: /, '')} ${i.message}`);
-  t.equal(warnings.length, 2, 'attempts: 0 (retries off) is fully implemented, so no warning for it');
-  t.match(warnings[0], /^8 spec\.http\[0\]\.retries retries: only connect-failure retries/);
-  t.match(warnings[1], /^9 spec\.http\[0\]\.mirror mirroring is not implemented yet/);
-  t.equal(b.virtualServices[0]?.spec.http[0]?.retries?.attempts, 3, 'the policy is kept typed');
+  t.equal(route(b).retries?.retryRemoteLocalities, true, 'kept as written');
+});
+
+t.test('durations that become timers are capped at what a Node.js timer can wait', async (t) => {
+  const b = load(`  - route: [{destination: {host: reviews}}]
+    timeout: 720h
+    retries: {attempts: 1, perTryTimeout: 596h31m23.648s, backoff: 60h}
+    fault: {delay: {fixedDelay: 1000h, percentage: {value: 1}}}
+  - route: [{destination: {host: reviews}}]
+    timeout: 596h31m23.647s
+    retries: {attempts: 1, backoff: 59h39m8.364s}
+`);
+  t.same(errors(b), []);
+  const max = 2_147_483_647;
+  const tenth = 214_748_364;
+  const msg = (ms: number, cap: number, days: string) =>
+    `${ms}ms is longer than meshlet's timers can wait; ${cap}ms (about ${days} days) is used`;
+  t.same(
+    warnings(b).map((w) => `${w.path.replace(/^.*: /, '')} | ${w.message}`),
+    [
+      `spec.http[0].timeout | ${msg(2_592_000_000, max, '24.9')}`,
+      `spec.http[0].retries.perTryTimeout | ${msg(2_147_483_648, max, '24.9')}`,
+      `spec.http[0].retries.backoff | ${msg(216_000_000, tenth, '2.5')}`,
+      `spec.http[0].fault.delay.fixedDelay | ${msg(3_600_000_000, max, '24.9')}`,
+    ],
+    'back-off waits up to 10 x its base, so the base is capped at a tenth',
+  );
+  t.equal(route(b, 0).timeoutMs, max);
+  t.equal(route(b, 0).retries?.perTryTimeoutMs, max);
+  t.equal(route(b, 0).retries?.backoffMs, tenth);
+  t.equal(route(b, 0).fault?.delay?.fixedDelayMs, max);
+  t.equal(route(b, 1).timeoutMs, max, 'exactly the largest timer is kept');
+  t.equal(route(b, 1).retries?.backoffMs, tenth, 'exactly a tenth of it too');
 });
