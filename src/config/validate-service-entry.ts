@@ -1,5 +1,7 @@
 /**
- * ServiceEntry validation and normalization (spec §1).
+ * ServiceEntry validation and normalization (spec §1). Every resolution is acted on: STATIC uses the
+ * endpoints as written, DNS and DNS_ROUND_ROBIN resolve the endpoint addresses (or the host) and
+ * refresh them, NONE and DYNAMIC_DNS forward to the host the request names.
  */
 import { checkHostName, isCidr, isIpAddress, isWildcardHost } from './host-names.ts';
 import type { ServiceEntrySpec, ServicePort, WorkloadEntry } from './resource-types.ts';
@@ -176,6 +178,17 @@ export function validateServiceEntry(spec: MapView, _scope: Scope): ServiceEntry
       if (isWildcardHost(h)) {
         hostsView.error(`host "${h}" is a wildcard: resolution DNS without endpoints needs resolvable hosts`);
         ok = false;
+      }
+    }
+  }
+  if (resolution === 'DNS_ROUND_ROBIN' && (endpointItems === undefined || endpointItems.length === 0)) {
+    // A warning, not an error as for DNS: the resource is still usable as a name. But a wildcard
+    // names no address, so the resolver has nothing to look up and requests find no endpoint.
+    for (const h of hosts) {
+      if (isWildcardHost(h)) {
+        hostsView.warn(
+          `host "${h}" is a wildcard: resolution DNS_ROUND_ROBIN without endpoints has no name to resolve, so it has no endpoints`,
+        );
       }
     }
   }

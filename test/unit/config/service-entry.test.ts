@@ -144,3 +144,34 @@ t.test('not implemented and unknown protocol fields warn', async (t) => {
     'spec.workloadSelector | workloadSelector is not implemented (there are no pods or WorkloadEntries to select); ignored',
   ]);
 });
+
+t.test('DNS resolutions: wildcard hosts without endpoints', async (t) => {
+  const dns = load(`  hosts: ["*.example.com"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+`);
+  t.same(msgs(dns), [
+    'spec.hosts | host "*.example.com" is a wildcard: resolution DNS without endpoints needs resolvable hosts',
+  ]);
+  const rr = load(`  hosts: ["*.example.com", api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+`);
+  t.same(msgs(rr), []);
+  t.same(msgs(rr, 'warning'), [
+    'spec.hosts | host "*.example.com" is a wildcard: resolution DNS_ROUND_ROBIN without endpoints has no name to resolve, so it has no endpoints',
+  ]);
+  t.equal(rr.serviceEntries.length, 1, 'kept: the other host resolves');
+  const rrEndpoint = load(`  hosts: ["*.example.com"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: lb.example.com}]
+`);
+  t.same(rrEndpoint.issues, [], 'with an endpoint there is a name to resolve');
+  const dynamic = load(`  hosts: ["*.example.com"]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DYNAMIC_DNS
+`);
+  t.same(dynamic.issues, [], 'DYNAMIC_DNS is served by forwarding to the host each request names');
+  t.equal(dynamic.serviceEntries[0]?.spec.resolution, 'DYNAMIC_DNS');
+});
