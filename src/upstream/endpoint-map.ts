@@ -26,6 +26,11 @@ export class EndpointMap<T> {
     return value;
   }
 
+  /** The value for `address:port` when there is one; never creates it. */
+  peek(address: string, port: number): T | undefined {
+    return this.byAddress.get(address)?.get(port);
+  }
+
   /** Removes the endpoints whose `address:port` is not in `keys`, handing each value to `dropped`. */
   retain(keys: ReadonlySet<string>, dropped: (value: T) => void): void {
     for (const [address, byPort] of this.byAddress) {

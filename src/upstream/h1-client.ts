@@ -10,11 +10,28 @@
  * circuit breaking happens before the client). Idle sockets are closed after `keepAliveTimeoutMs`
  * (default 4 s), or after the server's `Keep-Alive: timeout=N` minus 1 s, by one coarse sweep timer
  * per endpoint that runs only while the endpoint has idle sockets; a sweep closes a socket up to one
- * sweep period early, never late. At most `maxIdlePerEndpoint` (default 1024) idle sockets are kept.
- * A socket is reused only after a complete response with keep-alive semantics (HTTP/1.1 without
- * `Connection: close`, HTTP/1.0 with `Connection: keep-alive`), a request body written completely, and
- * no byte after the response; otherwise it is destroyed. An idle socket that receives anything (bytes,
- * FIN, an error) is dropped.
+ * sweep period early, never late. An idle timeout shorter than the sweep period (which the sweep
+ * could only honour late, or at once) gets a timer of its own on that socket instead. At most
+ * `maxIdlePerEndpoint` (default 1024) idle sockets are kept. A socket is reused only after a complete
+ * response with keep-alive semantics (HTTP/1.1 without `Connection: close`, HTTP/1.0 with
+ * `Connection: keep-alive`), a request body written completely, and no byte after the response;
+ * otherwise it is destroyed. An idle socket that receives anything (bytes, FIN, an error) is dropped.
+ * `connections(id)` counts the open sockets of an endpoint (connecting, busy and idle) with a counter
+ * kept per endpoint.
+ *
+ * Per-request connection policy (`UpstreamRequest.pool`, the cluster's DestinationRule
+ * `connectionPool`). Absent, it costs one `undefined` check where a setting would apply. Present:
+ * - `connectTimeoutMs` replaces the client's connect timeout for a socket opened for this request
+ *   (a reused socket has nothing to time out);
+ * - `maxRequestsPerConnection` (> 0): each socket counts the requests written on it; the request that
+ *   reaches the limit goes out with `connection: close` (so the server closes too, instead of waiting
+ *   for more) and its socket is destroyed after the response instead of going back to the idle stack.
+ *   With 1 no socket is ever reused. Sockets are shared by every cluster that sends to the endpoint;
+ *   the limit checked is that of the request being sent;
+ * - `idleTimeoutMs` (> 0): the socket released after this request is closed after at most that long
+ *   (the smaller of it and the server hint or default above). Istio's `0s` ("no idle timeout") is
+ *   not applied: the server hint / default still close the socket, since keeping it longer than the
+ *   server does only invites the stale keep-alive race below.
  *
  * Stale keep-alive race. A server may close an idle connection at the moment we write a new request
  * on it. If a reused socket fails (ECONNRESET, EPIPE, or a clean close) before any byte of the
@@ -38,7 +55,10 @@
  * Failures, as undici-upstream classifies them: `connect` (refused, unreachable, any error before the
  * connection is up), `timeout` (connect timeout, default 10 s), `reset` (closed or reset after that),
  * `protocol` (invalid response, or an invalid request head). `abort()` destroys the socket; no
- * callback fires afterwards.
+ * callback fires afterwards. `requestWritten` (the 4th argument of `onError`) is true once the request
+ * head was handed to a connected socket, false otherwise (connect failures and timeouts, a closed
+ * client, a head that could not be built). After the stale keep-alive retry it describes the fresh
+ * connection only: the write on the stale socket was already judged unprocessed when it was retried.
  *
  * Allocation per request: the `H1Call` object (parser state included), the head string, the header
  * list, and for a request with a body one closure for `BodyStream.onData`. Socket listeners are attached
@@ -52,6 +72,7 @@ import { H1ResponseParser, parseDecimal } from './h1-response-parser.ts';
 import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
 import {
   type ConnectionOptions,
+  type ConnectionPolicy,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
   type EndpointClient,
@@ -75,10 +96,19 @@ export interface H1UpstreamOptions extends ConnectionOptions {
  * request ends) and is passed on to the fallback when it has `retain`; `endpoints` lists the lean
  * endpoints currently known.
  */
-export type H1Upstream = EndpointClient;
+export type H1Upstream = EndpointClient & {
+  /**
+   * Open sockets (connecting, busy and idle) to the endpoint `id` (`address:port`), or null when the
+   * lean path does not know it (never used, dropped by `retain`, or served by the fallback). O(1).
+   * Sockets still busy on an endpoint dropped by `retain` are no longer counted.
+   */
+  connections(id: string): number | null;
+};
 
 /** Upper bound for a server's keep-alive hint. */
 const MAX_KEEP_ALIVE_MS = 600_000;
+/** Node's timer limit: a longer delay would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface Settings {
   readonly fallback: UpstreamClient;
@@ -129,6 +159,14 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
       return endpoints.keys((ep) => ep.lean);
     },
 
+    connections(id: string): number | null {
+      // `address:port`; the address may be IPv6 (colons inside), so split at the last colon.
+      const colon = id.lastIndexOf(':');
+      if (colon <= 0) return null;
+      const ep = endpoints.peek(id.slice(0, colon), Number(id.slice(colon + 1)));
+      return ep?.lean ? ep.open : null;
+    },
+
     async close(): Promise<void> {
       settings.closed = true;
       for (const ep of endpoints.values()) ep.shut();
@@ -161,6 +199,8 @@ class Endpoint {
   readonly lean: boolean;
   /** Idle sockets; the most recently used at the end. */
   readonly idle: Conn[] = [];
+  /** Open sockets (connecting, busy, idle): what `connections()` reports. */
+  open = 0;
   closed = false;
   private timer: NodeJS.Timeout | null = null;
 
@@ -177,7 +217,10 @@ class Endpoint {
     while (idle.length > 0) {
       const conn = idle.pop()!;
       conn.isIdle = false;
-      if (!conn.dead && !conn.socket.destroyed) return conn;
+      if (!conn.dead && !conn.socket.destroyed) {
+        conn.clearTimer();
+        return conn;
+      }
     }
     return null;
   }
@@ -198,7 +241,10 @@ class Endpoint {
       conn.socket.resume();
     }
     this.idle.push(conn);
-    if (this.timer === null) {
+    if (timeoutMs < this.settings.sweepMs) {
+      // The sweep would close it either late or nearly at once: a timer of its own closes it on time.
+      conn.startIdleTimer(timeoutMs);
+    } else if (this.timer === null) {
       this.timer = setInterval(() => this.sweep(), this.settings.sweepMs);
       this.timer.unref();
     }
@@ -229,7 +275,7 @@ class Endpoint {
     let w = 0;
     for (let r = 0; r < idle.length; r++) {
       const conn = idle[r]!;
-      if (now - conn.idleSince + slack >= conn.idleTimeoutMs || conn.dead) {
+      if (conn.dead || (!conn.ownIdleTimer && now - conn.idleSince + slack >= conn.idleTimeoutMs)) {
         conn.isIdle = false;
         conn.destroy();
       } else {
@@ -256,17 +302,25 @@ class Conn {
   connected = false;
   /** Served a complete response before (so a failure before any response byte may be a stale close). */
   reused = false;
+  /** Requests written on this socket (for `maxRequestsPerConnection`). */
+  requests = 0;
   isIdle = false;
   idleSince = 0;
   idleTimeoutMs = 0;
+  /** Idle with a timer of its own (a timeout shorter than the sweep period): the sweep leaves it alone. */
+  ownIdleTimer = false;
   dead = false;
   /** Paused for a consumer that returned false. */
   readPaused = false;
+  private readonly connectTimeoutMs: number;
+  /** The connect timer until connected; later the idle timer when `ownIdleTimer`. */
   private timer: NodeJS.Timeout | null;
 
-  constructor(endpoint: Endpoint, call: H1Call) {
+  constructor(endpoint: Endpoint, call: H1Call, connectTimeoutMs: number) {
     this.endpoint = endpoint;
     this.call = call;
+    this.connectTimeoutMs = connectTimeoutMs;
+    endpoint.open++;
     const socket = connect({ host: endpoint.address, port: endpoint.port });
     this.socket = socket;
     socket.setNoDelay(true);
@@ -276,22 +330,42 @@ class Conn {
     socket.on('error', (err: Error) => this.onError(err));
     socket.on('close', () => this.onClose());
     socket.on('drain', () => this.call?.onDrain());
-    this.timer = setTimeout(() => this.onConnectTimeout(), endpoint.settings.connectTimeoutMs);
+    this.timer = setTimeout(() => this.onConnectTimeout(), connectTimeoutMs);
   }
 
   destroy(): void {
     if (this.dead) return;
-    this.dead = true;
-    this.clearTimer();
-    if (this.isIdle) this.endpoint.drop(this);
+    this.markDead();
     this.socket.destroy();
   }
 
-  private clearTimer(): void {
+  /** Once per socket, whichever of `destroy` and `'close'` comes first. */
+  private markDead(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.clearTimer();
+    if (this.isIdle) this.endpoint.drop(this);
+    this.endpoint.open--;
+  }
+
+  clearTimer(): void {
+    this.ownIdleTimer = false;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
     }
+  }
+
+  startIdleTimer(ms: number): void {
+    this.ownIdleTimer = true;
+    this.timer = setTimeout(() => this.onIdleTimeout(), ms);
+    this.timer.unref();
+  }
+
+  private onIdleTimeout(): void {
+    this.timer = null;
+    this.ownIdleTimer = false;
+    if (this.isIdle) this.destroy();
   }
 
   private onConnect(): void {
@@ -305,7 +379,7 @@ class Conn {
     if (this.connected) return;
     const call = this.call;
     if (call !== null) {
-      call.onConnectTimeout(this.endpoint.settings.connectTimeoutMs);
+      call.onConnectTimeout(this.connectTimeoutMs);
     }
     this.destroy();
   }
@@ -341,13 +415,28 @@ class Conn {
   private onClose(): void {
     const call = this.call;
     if (call !== null) call.onSocketLost('', 'connection closed by the upstream');
-    this.dead = true;
-    this.clearTimer();
-    if (this.isIdle) this.endpoint.drop(this);
+    this.markDead();
   }
 }
 
 const BODY_METHODS_NEED_LENGTH = new Set(['POST', 'PUT', 'PATCH']);
+
+/** True when request number `n` on a socket is the last `maxRequestsPerConnection` allows. */
+function isLastRequest(pool: ConnectionPolicy, n: number): boolean {
+  const max = pool.maxRequestsPerConnection;
+  return max !== undefined && max > 0 && n >= max;
+}
+
+/**
+ * How long a socket that served `requests` requests may stay idle under `pool`, given the `timeout`
+ * the server hint or the client default allows: 0 (close it) once the request limit is reached, else
+ * the smaller of `timeout` and the policy's idle timeout.
+ */
+function policyIdleTimeout(pool: ConnectionPolicy, requests: number, timeout: number): number {
+  if (isLastRequest(pool, requests)) return 0;
+  const idle = pool.idleTimeoutMs;
+  return idle !== undefined && idle > 0 && idle < timeout ? idle : timeout;
+}
 
 /** One request: its parser state, its body writer and the `UpstreamCall` the caller holds. */
 class H1Call extends H1ResponseParser implements UpstreamCall {
@@ -358,6 +447,8 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   private head = '';
   private invalid = '';
   private headersSeen = false;
+  /** The head was handed to a connected socket (`requestWritten`). */
+  private written = false;
   private retried = false;
   /** -1: chunked request body. */
   private declaredLength = -1;
@@ -391,7 +482,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     }
     const conn = this.endpoint.acquire();
     if (conn === null) {
-      this.conn = new Conn(this.endpoint, this);
+      this.conn = new Conn(this.endpoint, this, this.connectTimeoutMs());
       return;
     }
     conn.call = this;
@@ -460,10 +551,12 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
       this.req.body === null &&
       (code === '' || code === 'ECONNRESET' || code === 'EPIPE')
     ) {
-      // Stale keep-alive race (see the top): once more on a fresh connection.
+      // Stale keep-alive race (see the top): once more on a fresh connection. What went to the stale
+      // socket is taken as unprocessed, so `requestWritten` starts over with the new connection.
       this.retried = true;
+      this.written = false;
       this.dropConn();
-      this.conn = new Conn(this.endpoint, this);
+      this.conn = new Conn(this.endpoint, this, this.connectTimeoutMs());
       return;
     }
     this.failWith('reset', detail);
@@ -505,8 +598,10 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     conn.call = null;
     if (this.keepAlive && !extra && this.bodyFinished) {
       const hint = this.keepAliveHintMs;
-      const timeout =
+      let timeout =
         hint >= 0 ? Math.min(hint - 1000, MAX_KEEP_ALIVE_MS) : this.endpoint.settings.keepAliveTimeoutMs;
+      const pool = this.req.pool;
+      if (pool !== undefined) timeout = policyIdleTimeout(pool, conn.requests, timeout);
       this.endpoint.release(conn, timeout);
     } else {
       conn.destroy();
@@ -537,7 +632,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     if (this.done) return;
     this.settle();
     this.dropConn();
-    this.handler.onError(failure, this.headersSeen, detail);
+    this.handler.onError(failure, this.headersSeen, detail, this.written);
   }
 
   /** Lets go of the socket, if any: no more events from it, and it is destroyed (never reused). */
@@ -555,13 +650,27 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
     queueMicrotask(() => {
       if (this.done) return;
       this.settle();
-      this.handler.onError(failure, false, detail);
+      this.handler.onError(failure, false, detail, false);
     });
+  }
+
+  /** The request's connect timeout for a new socket: its policy's, else the client's. */
+  private connectTimeoutMs(): number {
+    const ms = this.req.pool?.connectTimeoutMs;
+    return ms !== undefined && ms > 0 ? Math.min(ms, MAX_TIMER_MS) : this.endpoint.settings.connectTimeoutMs;
   }
 
   private writeRequest(conn: Conn): void {
     this.resetParser(this.req.method === 'HEAD');
-    conn.socket.write(this.head, 'latin1');
+    this.written = true;
+    const n = ++conn.requests;
+    const pool = this.req.pool;
+    if (pool !== undefined && isLastRequest(pool, n)) {
+      // The socket closes after this response: say so, so the server does not keep it open either.
+      conn.socket.write(`${this.head.slice(0, -2)}connection: close\r\n\r\n`, 'latin1');
+    } else {
+      conn.socket.write(this.head, 'latin1');
+    }
     const body = this.req.body;
     if (body !== null && !this.bodyAttached) this.attachBody(body);
   }

@@ -2,11 +2,13 @@
  * Behavior of the lean HTTP/1.1 client (src/upstream/h1-client.ts) against real node:http servers and
  * raw `net` servers on loopback: round trips, keep-alive reuse and its limits, chunked bodies both ways,
  * 64 MiB bodies with backpressure both ways, bodiless responses, failures and their classification,
- * abort, the stale keep-alive retry, and the undici fallback.
+ * abort, the stale keep-alive retry, the undici fallback; the per-request connection policy
+ * (`maxRequestsPerConnection`, `idleTimeoutMs`, `connectTimeoutMs`), `requestWritten` and
+ * `connections(id)`.
  */
-import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import type { BodyStream, HeaderList } from '../../../src/listener/listener-types.ts';
 import { createH1Upstream, type H1Upstream } from '../../../src/upstream/h1-client.ts';
@@ -18,13 +20,16 @@ import type {
   UpstreamRequest,
   UpstreamTarget,
 } from '../../../src/upstream/upstream-types.ts';
+import { blackholePort } from './blackhole-port.ts';
 import {
   closedPort,
   GeneratedBody,
   MiB,
   netServer,
+  newOutcome,
   type Outcome,
   pumpingServer,
+  recordInto,
   request,
   roundTrip,
   type Served,
@@ -439,52 +444,14 @@ t.test('connect refused → connect, before headers', async (t) => {
 });
 
 t.test('connect timeout → timeout', async (t) => {
-  // A listener with a full accept queue that never accepts: further SYNs go unanswered.
-  const py = spawn(
-    'python3',
-    [
-      '-c',
-      'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)',
-    ],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  t.teardown(() => py.kill());
-  const port = await new Promise<number>((resolve) => {
-    py.on('error', () => resolve(0));
-    py.stdout.once('data', (b: Buffer) => resolve(Number(b.toString().trim())));
-  });
-  if (port === 0) {
-    t.comment('SKIPPED: python3 not available to hold a non-accepting listener');
-    return;
-  }
+  const port = await blackholePort(t);
   const c = client(t, { connectTimeoutMs: 200 });
-  // Fill the accept queue.
-  const fillers = await Promise.all(
-    [0, 1].map(() => roundTripWithin(c, { address: '127.0.0.1', port }, 100)),
-  );
-  t.ok(fillers.length === 2);
   const started = Date.now();
   const o = await roundTrip(c, { address: '127.0.0.1', port }, request());
   t.equal(o.error?.failure, 'timeout', o.error?.detail ?? '');
   t.equal(o.error?.afterHeaders, false);
   t.ok(Date.now() - started >= 150, 'after about the connect timeout');
 });
-
-/** Starts a request and aborts it after `ms` (used to occupy connections). */
-function roundTripWithin(c: UpstreamClient, target: UpstreamTarget, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const call = c.send(target, request(), {
-      onHeaders() {},
-      onData: () => true,
-      onEnd: () => resolve(),
-      onError: () => resolve(),
-    });
-    setTimeout(() => {
-      call.abort();
-      resolve();
-    }, ms);
-  });
-}
 
 t.test('reset before headers → reset, afterHeaders false', async (t) => {
   const s = await rawServer(t, (socket) => socket.resetAndDestroy());
@@ -859,4 +826,241 @@ t.test('retain(): forgets endpoints not kept and closes their idle sockets', asy
     'b',
     'a dropped endpoint comes back on use',
   );
+});
+
+// ---- per-request connection policy, requestWritten, connection counts ----
+
+/** A round trip that also records `requestWritten` (undefined when the client left it out). */
+function roundTripWritten(
+  c: UpstreamClient,
+  target: UpstreamTarget,
+  req: UpstreamRequest,
+): Promise<Outcome & { written: boolean | undefined }> {
+  return new Promise((resolve) => {
+    const o = { ...newOutcome(), written: undefined as boolean | undefined };
+    const inner = recordInto(o, [], () => resolve(o));
+    c.send(target, req, {
+      ...inner,
+      onError(failure, afterHeaders, detail, requestWritten) {
+        o.written = requestWritten;
+        inner.onError(failure, afterHeaders, detail, requestWritten);
+      },
+    });
+  });
+}
+
+t.test('maxRequestsPerConnection 1: a new connection per request, connection: close sent', async (t) => {
+  const seen: Array<string | undefined> = [];
+  const s = await httpServer(t, (req, res) => {
+    seen.push(req.headers.connection);
+    res.end('one');
+  });
+  const c = client(t);
+  const pool = { maxRequestsPerConnection: 1 };
+  for (let i = 0; i < 4; i++) {
+    const o = await roundTrip(c, s.target, request({ pool }));
+    t.equal(o.body.toString(), 'one');
+  }
+  t.equal(s.connections(), 4, 'the server saw 4 connections');
+  t.same(seen, ['close', 'close', 'close', 'close']);
+  await sleep(20);
+  t.equal(s.open(), 0, 'none kept open');
+  t.equal(c.connections(`127.0.0.1:${s.target.port}`), 0);
+});
+
+t.test('maxRequestsPerConnection 2: each connection serves two requests', async (t) => {
+  const seen: Array<string | undefined> = [];
+  const s = await httpServer(t, (req, res) => {
+    seen.push(req.headers.connection);
+    res.end('two');
+  });
+  const c = client(t);
+  const pool = { maxRequestsPerConnection: 2 };
+  for (let i = 0; i < 6; i++)
+    t.equal((await roundTrip(c, s.target, request({ pool }))).body.toString(), 'two');
+  t.equal(s.connections(), 3, '6 requests on 3 connections');
+  t.same(seen, [undefined, 'close', undefined, 'close', undefined, 'close'], 'the last one says close');
+  // 0 is unlimited, like an absent policy.
+  for (let i = 0; i < 3; i++)
+    await roundTrip(c, s.target, request({ pool: { maxRequestsPerConnection: 0 } }));
+  t.equal(s.connections(), 4, 'unlimited: one more connection for three requests');
+});
+
+t.test(
+  'idleTimeoutMs shorter than the sweep: the idle socket closes on time, reuse cancels it',
+  async (t) => {
+    const s = await httpServer(t, (req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('slow'), 250);
+      else res.end('ok');
+    });
+    // keepAliveTimeoutMs 4 s → sweep every 1 s; the policy's 200 ms needs a timer of its own.
+    const c = client(t);
+    const pool = { idleTimeoutMs: 200 };
+    await roundTrip(c, s.target, request({ pool }));
+    await sleep(100);
+    t.equal(s.open(), 1, 'still open at 100 ms');
+    // Reused before its deadline: the idle timer must not close it under the request (250 ms > 200 ms).
+    const slow = await roundTrip(c, s.target, request({ path: '/slow', pool }));
+    t.equal(slow.body.toString(), 'slow');
+    t.equal(s.connections(), 1, 'reused');
+    await sleep(120);
+    t.equal(s.open(), 1, 'the new idle period started after the response');
+    await sleep(200);
+    t.equal(s.open(), 0, 'closed about 200 ms after going idle');
+    t.equal(c.connections(`127.0.0.1:${s.target.port}`), 0);
+  },
+);
+
+t.test('idleTimeoutMs above the sweep period: closed by the sweep, never late', async (t) => {
+  const s = await httpServer(t, (_req, res) => res.end('ok'));
+  // keepAliveTimeoutMs 2 s → sweep every 500 ms: an 800 ms idle timeout closes in [300, 800] ms.
+  const c = client(t, { keepAliveTimeoutMs: 2000 });
+  const started = Date.now();
+  await roundTrip(c, s.target, request({ pool: { idleTimeoutMs: 800 } }));
+  await sleep(200);
+  t.equal(s.open(), 1, 'open at 200 ms');
+  while (s.open() > 0 && Date.now() - started < 2000) await sleep(20);
+  const closedAfter = Date.now() - started;
+  t.equal(s.open(), 0);
+  t.ok(closedAfter >= 250 && closedAfter < 1000, `closed after ${closedAfter} ms (not the 2 s default)`);
+  // A policy idle timeout longer than the default does not extend it (a raw server sends no hint).
+  const s2 = await rawServer(t, (socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk'));
+  const c2 = client(t, { keepAliveTimeoutMs: 200 });
+  await roundTrip(c2, s2.target, request({ pool: { idleTimeoutMs: 60_000 } }));
+  await sleep(450);
+  t.equal(s2.open(), 0, 'the client default (200 ms) still applies');
+});
+
+t.test('connectTimeoutMs of the request replaces the client default, both ways', async (t) => {
+  const port = await blackholePort(t);
+  const target = { address: '127.0.0.1', port };
+  const slowDefault = client(t);
+  let started = Date.now();
+  const short = await roundTripWritten(slowDefault, target, request({ pool: { connectTimeoutMs: 200 } }));
+  let took = Date.now() - started;
+  t.equal(short.error?.failure, 'timeout');
+  t.equal(short.error?.detail, 'connect timeout after 200 ms');
+  t.equal(short.written, false, 'nothing written');
+  t.ok(took >= 180 && took < 2000, `failed after ${took} ms (client default 10 s)`);
+  const fastDefault = client(t, { connectTimeoutMs: 100 });
+  started = Date.now();
+  const longer = await roundTripWritten(fastDefault, target, request({ pool: { connectTimeoutMs: 500 } }));
+  took = Date.now() - started;
+  t.equal(longer.error?.failure, 'timeout');
+  t.ok(took >= 450, `waited ${took} ms, the request's 500, not the client's 100`);
+  started = Date.now();
+  const plain = await roundTripWritten(fastDefault, target, request());
+  took = Date.now() - started;
+  t.equal(plain.error?.detail, 'connect timeout after 100 ms', 'without a policy: the client default');
+});
+
+t.test('requestWritten: false on connection refused, true on a reset after the request', async (t) => {
+  const c = client(t);
+  const refused = await roundTripWritten(c, { address: '127.0.0.1', port: await closedPort() }, request());
+  t.equal(refused.error?.failure, 'connect');
+  t.equal(refused.written, false);
+  let received = '';
+  const s = await rawServer(t, (socket, _n, head) => {
+    received = head;
+    socket.resetAndDestroy();
+  });
+  const reset = await roundTripWritten(c, s.target, request({ path: '/got-it' }));
+  t.match(received, /^GET \/got-it HTTP\/1\.1/, 'the server received the request');
+  t.equal(reset.error?.failure, 'reset');
+  t.equal(reset.written, true);
+  const bad = await roundTripWritten(c, s.target, request({ path: '/a b' }));
+  t.equal(bad.error?.failure, 'protocol');
+  t.equal(bad.written, false, 'a head that could not be built was not written');
+  // A reset after part of the response: written, and after headers.
+  const s2 = await rawServer(t, (socket) => {
+    socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab');
+    setTimeout(() => socket.resetAndDestroy(), 10);
+  });
+  const cut = await roundTripWritten(c, s2.target, request());
+  t.equal(cut.error?.failure, 'reset');
+  t.equal(cut.error?.afterHeaders, true);
+  t.equal(cut.written, true);
+});
+
+t.test('requestWritten after the stale keep-alive retry describes the fresh connection', async (t) => {
+  // The server answers the first request, then closes that socket when the second request comes and
+  // stops listening, so the transparent retry's connect is refused.
+  const sockets = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    let n = 0;
+    socket.on('data', () => {
+      if (++n === 1) {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      } else {
+        server.close();
+        socket.end();
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  const target = { address: '127.0.0.1', port: (server.address() as AddressInfo).port };
+  const c = client(t);
+  t.equal((await roundTrip(c, target, request())).body.toString(), 'ok');
+  const o = await roundTripWritten(c, target, request());
+  t.equal(o.error?.failure, 'connect', 'the retry could not connect');
+  t.equal(o.written, false, 'the write on the stale socket does not count');
+});
+
+t.test('connections(id): open sockets per endpoint, connecting, busy and idle', async (t) => {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  // A raw server sends no keep-alive hint, so the client's 300 ms applies.
+  const s = await rawServer(t, (socket) => {
+    void gate.then(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone'));
+  });
+  const c = client(t, { keepAliveTimeoutMs: 300 });
+  const id = `127.0.0.1:${s.target.port}`;
+  t.equal(c.connections(id), null, 'unknown before first use');
+  const pending = Array.from({ length: 3 }, () => roundTrip(c, s.target, request()));
+  t.equal(c.connections(id), 3, 'counted while connecting');
+  await sleep(30);
+  t.equal(c.connections(id), 3, 'busy');
+  release();
+  await Promise.all(pending);
+  t.equal(c.connections(id), 3, 'idle');
+  await roundTrip(c, s.target, request());
+  t.equal(c.connections(id), 3, 'a reused socket is not counted twice');
+  await sleep(600);
+  t.equal(c.connections(id), 0, 'closed by the idle sweep');
+  t.equal(c.connections('127.0.0.1:1'), null, 'another port: unknown');
+  t.equal(c.connections('nonsense'), null);
+  c.retain(new Set());
+  t.equal(c.connections(id), null, 'forgotten by retain');
+  // An endpoint the fallback serves is not counted here.
+  const spy = spyFallback();
+  const viaFallback = createH1Upstream({ fallback: spy.client });
+  t.teardown(() => viaFallback.close());
+  await roundTrip(viaFallback, { address: 'localhost', port: s.target.port }, request());
+  t.equal(viaFallback.connections(`localhost:${s.target.port}`), null);
+  // A server reset drops the count too.
+  const r = await rawServer(t, (socket) => socket.resetAndDestroy());
+  await roundTrip(c, r.target, request());
+  t.equal(c.connections(`127.0.0.1:${r.target.port}`), 0);
+});
+
+t.test('connections(id) with an IPv6 endpoint (the id splits at its last colon)', async (t) => {
+  // Nobody listens there (and IPv6 may be off): the endpoint is known from the attempt either way.
+  const port = await closedPort();
+  const c = client(t);
+  const attempt = roundTripWritten(c, { address: '::1', port }, request());
+  t.equal(c.connections(`::1:${port}`), 1, 'connecting');
+  const o = await attempt;
+  t.equal(o.error?.failure, 'connect');
+  t.equal(o.written, false);
+  t.equal(c.connections(`::1:${port}`), 0, 'known, no socket left');
+  t.equal(c.connections(`::2:${port}`), null);
 });
