@@ -31,6 +31,24 @@
  *
  * The request body is attached to the `BodyStream` only when undici starts writing the request, so an
  * attempt that fails with `connect` or `timeout` never consumed the body and may be retried elsewhere.
+ *
+ * `requestWritten` (4th argument of `onError`), best effort: true once undici called `onConnect` (it
+ * does so right before it writes the head on a connected socket), false before that (connect errors
+ * and timeouts, a bad origin, a request refused before any socket).
+ *
+ * Per-request connection policy (`UpstreamRequest.pool`). undici takes its connection settings per
+ * `Pool` (one per endpoint, shared by every cluster that sends there), not per dispatch, so:
+ * - `connectTimeoutMs`: a timer per request, started at `send` and stopped by `onConnect`; when it
+ *   fires first the attempt fails with `timeout` (request not written). It measures the wait for a
+ *   socket, which is the connect time (plus, only under `connectionsPerEndpoint`, time queued for a
+ *   free connection; a reused socket gets there at once). The pool's own connect timeout (client
+ *   option, default 10 s) still bounds the connect itself, so a request value above it acts as that
+ *   one. The connect is not cancelled: when it completes, undici hands the abandoned request over and
+ *   `onConnect` aborts it, which destroys that socket;
+ * - `maxRequestsPerConnection` 1 sets `reset: true` on the dispatch (undici sends `connection: close`
+ *   and does not reuse the socket); larger limits are not applied (undici counts requests per socket
+ *   only with its pool-wide `maxRequestsPerClient`);
+ * - `idleTimeoutMs` is not applied: the pool's keep-alive timeout (above) governs idle sockets.
  */
 import { Readable } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
@@ -97,6 +115,13 @@ export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUp
         body: attempt.body,
         expectContinue: req.expectContinue,
       };
+      const policy = req.pool;
+      if (policy !== undefined) {
+        // Only ever `true`: undici lets an explicit `reset: false` undo its own reset for HEAD.
+        if (policy.maxRequestsPerConnection === 1) dispatchOptions.reset = true;
+        const ms = policy.connectTimeoutMs;
+        if (ms !== undefined && ms > 0) attempt.startConnectTimer(ms);
+      }
       attempt.inSend = true;
       pool.dispatch(dispatchOptions, attempt);
       attempt.inSend = false;
@@ -137,6 +162,8 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
   private paused = false;
   private abortFn: ((err?: Error) => void) | null = null;
   private resumeFn: (() => void) | null = null;
+  /** The request's own connect timeout (see the top), until `onConnect`. */
+  private connectTimer: NodeJS.Timeout | null = null;
 
   constructor(handler: UpstreamHandler, body: BodyStream | null) {
     this.handler = handler;
@@ -160,6 +187,7 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
   abort(): void {
     if (this.done) return;
     this.done = true;
+    this.stopConnectTimer();
     this.body?.destroy();
     // Not yet on a socket: `onConnect` aborts when undici gets there (or `onError` arrives first).
     this.abortFn?.(ABORTED);
@@ -172,6 +200,7 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
       abort(ABORTED);
       return;
     }
+    this.stopConnectTimer();
     this.abortFn = abort;
     this.sent = true;
   }
@@ -212,8 +241,9 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
       return;
     }
     this.done = true;
+    this.stopConnectTimer();
     this.body?.destroy();
-    this.handler.onError(failure, this.headersSeen, detail);
+    this.handler.onError(failure, this.headersSeen, detail, this.sent);
   }
 
   /** Reports a failure on a microtask, so `send` returns before any callback runs. */
@@ -221,9 +251,31 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamCall {
     queueMicrotask(() => {
       if (this.done) return;
       this.done = true;
+      this.stopConnectTimer();
       this.body?.destroy();
-      this.handler.onError(failure, false, detail);
+      this.handler.onError(failure, false, detail, this.sent);
     });
+  }
+
+  startConnectTimer(ms: number): void {
+    // Node fires longer delays after 1 ms; the pool's own connect timeout is far below this anyway.
+    this.connectTimer = setTimeout(() => this.onConnectTimeout(ms), Math.min(ms, 2 ** 31 - 1));
+  }
+
+  private stopConnectTimer(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+
+  private onConnectTimeout(ms: number): void {
+    this.connectTimer = null;
+    if (this.done || this.sent) return;
+    // undici keeps the request queued; `onConnect` aborts it if a socket ever comes (see the top).
+    this.done = true;
+    this.body?.destroy();
+    this.handler.onError('timeout', false, `connect timeout after ${ms} ms`, false);
   }
 }
 

@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import type { BodyStream, HeaderList } from '../../../src/listener/listener-types.ts';
 import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
 import type { UpstreamCall, UpstreamFailure, UpstreamTarget } from '../../../src/upstream/upstream-types.ts';
+import { blackholePort } from './blackhole-port.ts';
 import { closedPort, GeneratedBody, httpServer, netServer, request, roundTrip } from './upstream-harness.ts';
 
 function values(headers: HeaderList, name: string): string[] {
@@ -309,4 +310,135 @@ t.test('send never throws and reports errors asynchronously', async (t) => {
   });
   t.equal(o.sync, false);
   t.equal(o.failure, 'protocol');
+});
+
+// ---- per-request connection policy and requestWritten ----
+
+/** Every `onError` call of one attempt, with `requestWritten`. */
+interface Failure {
+  failure: UpstreamFailure;
+  afterHeaders: boolean;
+  detail: string;
+  written: boolean | undefined;
+}
+
+function sendRecording(
+  c: ReturnType<typeof createUndiciUpstream>,
+  target: UpstreamTarget,
+  req: ReturnType<typeof request>,
+): { errors: Failure[]; ended: () => boolean; settled: Promise<void> } {
+  const errors: Failure[] = [];
+  let ended = false;
+  let settle: () => void = () => {};
+  const settled = new Promise<void>((r) => {
+    settle = r;
+  });
+  c.send(target, req, {
+    onHeaders() {},
+    onData: () => true,
+    onEnd() {
+      ended = true;
+      settle();
+    },
+    onError(failure, afterHeaders, detail, written) {
+      errors.push({ failure, afterHeaders, detail, written });
+      settle();
+    },
+  });
+  return { errors, ended: () => ended, settled };
+}
+
+t.test('pool.connectTimeoutMs: the request times out before the client default', async (t) => {
+  const port = await blackholePort(t);
+  const c = createUndiciUpstream({ connectTimeoutMs: 700 });
+  t.teardown(() => c.close());
+  const body = fixedBody('x');
+  const started = Date.now();
+  const r = sendRecording(
+    c,
+    { address: '127.0.0.1', port },
+    request({
+      method: 'POST',
+      body,
+      headers: ['host', 'svc', 'content-length', '1'],
+      pool: { connectTimeoutMs: 150 },
+    }),
+  );
+  await r.settled;
+  const took = Date.now() - started;
+  t.same(r.errors, [
+    { failure: 'timeout', afterHeaders: false, detail: 'connect timeout after 150 ms', written: false },
+  ]);
+  t.ok(took >= 130 && took < 600, `failed after ${took} ms (client default 700)`);
+  t.equal(body.attached, false, 'body not consumed');
+  // undici's own connect timeout fires later for the same request: nothing more reaches the handler.
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  t.equal(r.errors.length, 1, 'one callback only');
+  t.notOk(r.ended());
+});
+
+t.test('pool.connectTimeoutMs is stopped once the request is on a socket', async (t) => {
+  const { target } = await httpServer(t, (_req, res) => setTimeout(() => res.end('late but fine'), 150));
+  const c = client(t);
+  const r = sendRecording(c, target, request({ pool: { connectTimeoutMs: 50 } }));
+  await r.settled;
+  t.same(r.errors, [], 'a slow response is not a connect timeout');
+  t.ok(r.ended());
+});
+
+t.test(
+  'pool.maxRequestsPerConnection 1 → no keep-alive (connection: close, a socket per request)',
+  async (t) => {
+    const seen: Array<string | undefined> = [];
+    const { target, connections } = await httpServer(t, (req, res) => {
+      seen.push(req.headers.connection);
+      res.end('ok');
+    });
+    const c = client(t);
+    for (let i = 0; i < 3; i++) {
+      const o = await roundTrip(c, target, request({ pool: { maxRequestsPerConnection: 1 } }));
+      t.equal(o.body.toString(), 'ok');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    t.equal(connections(), 3);
+    t.same(seen, ['close', 'close', 'close']);
+    // Larger limits are not applied by this client (see the file header): keep-alive as usual.
+    for (let i = 0; i < 3; i++) {
+      await roundTrip(c, target, request({ pool: { maxRequestsPerConnection: 2 } }));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    t.equal(connections(), 4, 'three requests on one new connection');
+    // HEAD keeps undici's own reset when there is no policy limit of 1.
+    const head = await roundTrip(
+      c,
+      target,
+      request({ method: 'HEAD', pool: { maxRequestsPerConnection: 3 } }),
+    );
+    t.equal(head.status, 200);
+    t.equal(seen.at(-1), 'close', 'HEAD still closes (no reset: false sent)');
+  },
+);
+
+t.test('requestWritten: false on connection refused, true on a reset after the request', async (t) => {
+  const c = client(t);
+  const refused = sendRecording(c, { address: '127.0.0.1', port: await closedPort() }, request());
+  await refused.settled;
+  t.equal(refused.errors[0]?.failure, 'connect');
+  t.equal(refused.errors[0]?.written, false);
+  let received = '';
+  const target = await rawServer(t, (s) => {
+    s.once('data', (b: Buffer) => {
+      received = b.toString('latin1');
+      s.resetAndDestroy();
+    });
+  });
+  const reset = sendRecording(c, target, request({ path: '/got-it' }));
+  await reset.settled;
+  t.match(received, /^GET \/got-it HTTP\/1\.1/, 'the server received the request');
+  t.equal(reset.errors[0]?.failure, 'reset');
+  t.equal(reset.errors[0]?.written, true);
+  // A port undici cannot build an origin from: refused before any socket.
+  const bad = sendRecording(c, { address: '127.0.0.1', port: 70000 }, request());
+  await bad.settled;
+  t.equal(bad.errors[0]?.written, false, `nothing written (${bad.errors[0]?.detail})`);
 });
