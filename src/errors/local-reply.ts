@@ -25,6 +25,8 @@ export interface LocalReply {
   /** Flags joined with `,`, or '' for a plain local reply (redirect, direct response). */
   readonly flags: string;
   readonly body: string;
+  /** Headers the reply always carries besides the content headers (e.g. `x-envoy-overloaded`). */
+  readonly headers?: HeaderList;
 }
 
 const reply = (status: number, flags: string, body: string): LocalReply => ({ status, flags, body });
@@ -39,11 +41,13 @@ export const LOCAL_REPLIES = {
     'UF',
     'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
   ),
-  connectFailureRetried: reply(
-    503,
-    'UF,URX',
-    'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
-  ),
+  /** Circuit breaker: the cluster's pending queue is full (spec §3.5). Envoy's body and header. */
+  overflow: {
+    status: 503,
+    flags: 'UO',
+    body: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
+    headers: ['x-envoy-overloaded', 'true'],
+  },
   upstreamReset: reply(
     503,
     'UC',
@@ -60,6 +64,14 @@ export const LOCAL_REPLIES = {
   ),
 } as const satisfies Record<string, LocalReply>;
 
+/**
+ * The same reply with `URX` added: the failure was retriable but no retry was left (spec §2.5), e.g.
+ * `UF,URX` after the last connect failure.
+ */
+export function retriesExhausted(r: LocalReply): LocalReply {
+  return { ...r, flags: r.flags === '' ? 'URX' : `${r.flags},URX` };
+}
+
 /** 404 NR for a known host whose rules did not match, 502 NR for an unknown host under REGISTRY_ONLY. */
 export function noRouteReply(status: 404 | 502, reason: string): LocalReply {
   return reply(status, 'NR', `no route: ${reason}`);
@@ -70,8 +82,8 @@ export function noClusterReply(reason: string): LocalReply {
 }
 
 /**
- * Writes a local reply. `extra` headers come first (e.g. response header edits), then the
- * content headers and the flag header. Safe to call after the client went away.
+ * Writes a local reply. `extra` headers come first (e.g. response header edits), then the reply's
+ * own headers, the content headers and the flag header. Safe to call after the client went away.
  */
 export function sendLocalReply(
   res: ResponseSink,
@@ -82,6 +94,7 @@ export function sendLocalReply(
   if (res.aborted) return;
   const body = Buffer.from(`${r.body}\n`);
   const headers = extra.slice();
+  if (r.headers !== undefined) headers.push(...r.headers);
   headers.push('content-type', 'text/plain', 'content-length', String(body.length));
   if (r.flags !== '') headers.push('x-meshlet-flags', r.flags);
   res.writeHead(r.status, headers);

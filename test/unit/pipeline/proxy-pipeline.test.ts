@@ -1,192 +1,76 @@
 import t from 'tap';
-import { BalancerRegistry } from '../../../src/balancer/round-robin.ts';
-import type { ConfigBundle } from '../../../src/config/resource-types.ts';
-import { SnapshotStore } from '../../../src/config/snapshot-store.ts';
-import type { HeaderList, IncomingRequest, ResponseSink } from '../../../src/listener/listener-types.ts';
-import { ProxyPipeline } from '../../../src/pipeline/proxy-pipeline.ts';
-import type { Cluster, RouteDecision, RouteTable } from '../../../src/router/route-types.ts';
-import { MeshMetrics } from '../../../src/telemetry/metrics.ts';
-import type {
-  UpstreamCall,
-  UpstreamClient,
-  UpstreamHandler,
-  UpstreamRequest,
-  UpstreamTarget,
-} from '../../../src/upstream/upstream-types.ts';
+import type { UpstreamRequest } from '../../../src/upstream/upstream-types.ts';
+import { cluster, forward, request, respond, Sink, settle, setup } from './pipeline-harness.ts';
 
-/** The pipeline with a fake route table, a scripted upstream and a recording response sink. */
-
-class Sink implements ResponseSink {
-  aborted = false;
-  status = 0;
-  headers: HeaderList = [];
-  body = '';
-  ended = false;
-  closed = false;
-  destroyed = false;
-  onAborted(): void {}
-  onWritable(): void {}
-  writeHead(status: number, headers: HeaderList): void {
-    this.status = status;
-    this.headers = headers;
-  }
-  write(chunk: Buffer): boolean {
-    this.body += chunk.toString();
-    return true;
-  }
-  end(chunk?: Buffer, close?: boolean): void {
-    if (chunk !== undefined) this.body += chunk.toString();
-    this.ended = true;
-    this.closed = close === true;
-  }
-  destroy(): void {
-    this.destroyed = true;
-  }
-  header(name: string): string | undefined {
-    const i = this.headers.indexOf(name);
-    return i < 0 ? undefined : this.headers[i + 1];
-  }
-}
-
-type Script = (target: UpstreamTarget, req: UpstreamRequest, h: UpstreamHandler) => void;
-
-function setup(route: () => RouteDecision, script: Script) {
-  const sent: string[] = [];
-  const bugs: unknown[] = [];
-  const upstream: UpstreamClient = {
-    send(target, req, h): UpstreamCall {
-      sent.push(`${target.address}:${target.port}`);
-      queueMicrotask(() => script(target, req, h));
-      return { resume() {}, abort() {} };
-    },
-    close: async () => {},
-  };
-  const routes: RouteTable = { route, clusters: new Map() };
-  const store = new SnapshotStore({
-    version: 1,
-    hash: 'h',
-    loadedAt: new Date(0),
-    bundle: {} as ConfigBundle,
-    routes,
-    outboundTrafficPolicy: 'ALLOW_ANY',
-  });
-  const metrics = new MeshMetrics();
-  const pipeline = new ProxyPipeline({
-    store,
-    upstream,
-    balancers: new BalancerRegistry(),
-    metrics,
-    identity: {
-      workload: 'w',
-      namespace: 'default',
-      app: 'w',
-      version: 'v1',
-      canonicalService: 'w',
-      canonicalRevision: 'v1',
-      cluster: 'unknown',
-    },
-    accessLog: null,
-    random: () => 0.5,
-    now: () => 0,
-    requestId: () => 'rid',
-    app: null,
-    namespace: 'default',
-    onBug: (e) => bugs.push(e),
-  });
-  return { pipeline, sent, bugs, metrics };
-}
-
-const request = (target: string, headers: HeaderList = ['host', 'svc']): IncomingRequest => ({
-  engine: 'h1',
-  method: 'GET',
-  target,
-  headers,
-  remoteAddress: '10.1.2.3',
-  localPort: 15001,
-  secure: false,
-  body: null,
-});
-
-const cluster = (...ports: number[]): Cluster => ({
-  name: 'outbound|80||svc.default.svc.cluster.local',
-  host: 'svc.default.svc.cluster.local',
-  port: 80,
-  subset: '',
-  endpoints: ports.map((p) => ({
-    id: `127.0.0.1:${p}`,
-    address: '127.0.0.1',
-    port: p,
-    weight: 1,
-    labels: {},
-  })),
-  serviceFqdn: 'svc.default.svc.cluster.local',
-  serviceName: 'svc',
-  serviceNamespace: 'default',
-});
-
-const forward = (
-  c: Cluster,
-  extra: Partial<Extract<RouteDecision, { kind: 'forward' }>> = {},
-): RouteDecision => ({
-  kind: 'forward',
-  cluster: c,
-  routeName: 'default/svc',
-  responseHeaders: [],
-  path: '/p',
-  authority: 'svc',
-  requestHeaders: [],
-  mirrors: [],
-  mirrorClusters: [],
-  ...extra,
-});
-
-const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** The request path end to end with fakes: targets, local replies, headers, inbound and passthrough. */
 
 t.test('no Host and no absolute-form target: 400 DPE and close', async (t) => {
-  const { pipeline } = setup(
-    () => forward(cluster(1)),
+  const { pipeline, calls } = setup(
+    () => forward(cluster('svc', 1)),
     () => {},
   );
   const res = new Sink();
-  pipeline.outbound(request('/x', []), res);
+  pipeline.outbound(request('/x', {}, []), res);
   t.equal(res.status, 400);
   t.equal(res.header('x-meshlet-flags'), 'DPE');
   t.ok(res.closed, 'connection closed');
+  t.equal(calls.length, 0);
 });
 
-t.test('connect failures retry on other endpoints, then 503 UF,URX', async (t) => {
-  const { pipeline, sent, metrics } = setup(
-    () => forward(cluster(1, 2, 3)),
-    (_t, _r, h) => h.onError('connect', false, 'refused'),
+t.test('a plain forward: one pick, one attempt with feedback, one admission released once', async (t) => {
+  const c = cluster('svc', 1, 2);
+  const { pipeline, calls, registry, time, logged } = setup(
+    () => forward(c),
+    (call) => {
+      time.now += 7;
+      respond(call, 200, 'hello');
+    },
   );
   const res = new Sink();
-  pipeline.outbound(request('/x'), res);
-  for (let i = 0; i < 5; i++) await settle();
-  t.same(sent, ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'], 'three attempts, each on another endpoint');
-  t.equal(res.status, 503);
-  t.equal(res.header('x-meshlet-flags'), 'UF,URX');
-  t.match(await metrics.exposition(), /response_code="503"[^}]*response_flags="UF,URX"/);
+  pipeline.outbound(request('/p?q=1'), res);
+  await settle();
+  const state = registry.get(c);
+  t.same([res.status, res.body, res.ended], [200, 'hello', true]);
+  t.same(
+    calls.map((x) => x.target),
+    ['127.0.0.1:1'],
+  );
+  t.same(state.started, ['127.0.0.1:1']);
+  t.same(state.ended, [{ id: '127.0.0.1:1', result: { rttMs: 7, status: 200, failure: null } }]);
+  t.same([state.admits, state.releases, state.requests, state.retryAsks], [1, 1, 1, 0]);
+  t.same(
+    state.picks[0]?.ctx,
+    { headers: ['host', 'svc'], path: '/p?q=1', remoteAddress: '10.1.2.3' },
+    'the balancer hashes what the client sent (path before rewrite)',
+  );
+  t.equal(state.picks[0]?.exclude, undefined, 'the first pick excludes nothing');
+  t.equal(calls[0]?.req.pool, undefined, 'no pool settings on a cluster without any');
+  t.same(time.waiting(), [], 'no timer left behind');
+  t.equal(pipeline.inFlight, 0);
+  await settle();
+  t.match(logged[0], { response_code: 200, response_flags: '-', upstream_host: '127.0.0.1:1', path: '/p' });
 });
 
-t.test('a route with retries off makes one attempt', async (t) => {
-  const { pipeline, sent } = setup(
-    () => forward(cluster(1, 2), { retries: { attempts: 0, retryOn: '' } }),
-    (_t, _r, h) => h.onError('connect', false, 'refused'),
+t.test('the cluster connection policy goes with every attempt', async (t) => {
+  const c = cluster('svc', 1);
+  const { pipeline, calls, registry } = setup(
+    () => forward(c),
+    (call) => respond(call, 204),
   );
-  const res = new Sink();
-  pipeline.outbound(request('/x'), res);
-  for (let i = 0; i < 3; i++) await settle();
-  t.same(sent, ['127.0.0.1:1']);
-  t.equal(res.header('x-meshlet-flags'), 'UF');
+  registry.get(c).connection = { maxRequestsPerConnection: 1, connectTimeoutMs: 250 };
+  pipeline.outbound(request('/x'), new Sink());
+  await settle();
+  t.same(calls[0]?.req.pool, { maxRequestsPerConnection: 1, connectTimeoutMs: 250 });
 });
 
 t.test('reset after the headers cuts the stream and flags UC', async (t) => {
-  const { pipeline, metrics } = setup(
-    () => forward(cluster(1)),
-    (_t, _r, h) => {
-      h.onHeaders(200, ['content-length', '10']);
-      h.onData(Buffer.from('abc'));
-      h.onError('reset', true, 'reset');
+  const c = cluster('svc', 1);
+  const { pipeline, metrics, registry } = setup(
+    () => forward(c),
+    (call) => {
+      call.h.onHeaders(200, ['content-length', '10']);
+      call.h.onData(Buffer.from('abc'));
+      call.h.onError('reset', true, 'reset', true);
     },
   );
   const res = new Sink();
@@ -196,35 +80,31 @@ t.test('reset after the headers cuts the stream and flags UC', async (t) => {
   t.ok(res.destroyed, 'stream cut');
   t.notOk(res.ended);
   t.match(await metrics.exposition(), /response_code="200"[^}]*response_flags="UC"/);
-});
-
-t.test('reset before headers: 503 UC; invalid response: 502 UPE', async (t) => {
-  for (const [failure, status, flag] of [
-    ['reset', 503, 'UC'],
-    ['protocol', 502, 'UPE'],
-  ] as const) {
-    const { pipeline } = setup(
-      () => forward(cluster(1)),
-      (_t, _r, h) => h.onError(failure, false, failure),
-    );
-    const res = new Sink();
-    pipeline.outbound(request('/x'), res);
-    await settle();
-    t.same([res.status, res.header('x-meshlet-flags')], [status, flag]);
-  }
-});
-
-t.test('gRPC abort answers 200 with grpc-status', async (t) => {
-  const { pipeline, sent } = setup(
-    () => forward(cluster(1), { fault: { abort: { grpcStatus: 'UNAVAILABLE', fraction: 1 } } }),
-    () => {},
+  t.same(
+    registry.get(c).ended.map((e) => [e.result.status, e.result.failure]),
+    [[200, 'reset']],
+    'the attempt ends once, with the status it had and the failure',
   );
-  const res = new Sink();
-  pipeline.outbound(request('/x'), res);
-  t.equal(res.status, 200);
-  t.equal(res.header('grpc-status'), '14');
-  t.same(sent, [], 'an aborted request never goes upstream');
 });
+
+t.test(
+  'reset before headers: 503 UC; invalid response: 502 UPE (not retried by the default policy)',
+  async (t) => {
+    for (const [failure, status, flag] of [
+      ['reset', 503, 'UC'],
+      ['protocol', 502, 'UPE'],
+    ] as const) {
+      const { pipeline, calls } = setup(
+        () => forward(cluster('svc', 1, 2)),
+        (call) => call.h.onError(failure, false, failure, true),
+      );
+      const res = new Sink();
+      pipeline.outbound(request('/x'), res);
+      await settle();
+      t.same([res.status, res.header('x-meshlet-flags'), calls.length], [status, flag, 1]);
+    }
+  },
+);
 
 t.test('a bug on the request path answers 500 and is reported, not thrown', async (t) => {
   const { pipeline, bugs } = setup(
@@ -240,25 +120,53 @@ t.test('a bug on the request path answers 500 and is reported, not thrown', asyn
   t.equal(pipeline.inFlight, 0, 'the exchange is finished');
 });
 
+t.test(
+  'a bug in response header edits answers 500 and still ends the attempt and the admission',
+  async (t) => {
+    const c = cluster('svc', 1);
+    const { pipeline, registry, bugs, calls } = setup(
+      () =>
+        forward(c, {
+          responseHeaders: [
+            {
+              get set(): never {
+                throw new Error('bad edit');
+              },
+              add: [],
+              remove: [],
+            },
+          ],
+        }),
+      (call) => respond(call, 200, 'x'),
+    );
+    const res = new Sink();
+    pipeline.outbound(request('/x'), res);
+    await settle();
+    const state = registry.get(c);
+    t.equal(res.status, 500);
+    t.equal(bugs.length, 1);
+    t.ok(calls[0]?.aborted, 'the upstream call is dropped');
+    t.same([state.ended.length, state.releases], [1, 1]);
+  },
+);
+
 t.test('forwarded headers: request edits, x-forwarded-*, request id, original path', async (t) => {
   let got: UpstreamRequest | null = null;
   const { pipeline } = setup(
     () =>
-      forward(cluster(1), {
+      forward(cluster('svc', 1), {
         path: '/v2/p',
         originalPath: '/p',
         requestHeaders: [{ set: [['x-set', 'yes']], add: [], remove: ['x-drop'] }],
         responseHeaders: [{ set: [['x-resp', 'r']], add: [], remove: [] }],
       }),
-    (_t, req, h) => {
-      got = req;
-      h.onHeaders(201, ['content-length', '2']);
-      h.onData(Buffer.from('ok'));
-      h.onEnd();
+    (call) => {
+      got = call.req;
+      respond(call, 201, 'ok');
     },
   );
   const res = new Sink();
-  pipeline.outbound(request('/p', ['host', 'svc', 'x-drop', '1', 'connection', 'keep-alive']), res);
+  pipeline.outbound(request('/p', {}, ['host', 'svc', 'x-drop', '1', 'connection', 'keep-alive']), res);
   await settle();
   const r = got as UpstreamRequest | null;
   t.equal(r?.path, '/v2/p');
@@ -275,4 +183,122 @@ t.test('forwarded headers: request edits, x-forwarded-*, request id, original pa
   t.equal(value('x-request-id'), 'rid');
   t.equal(value('x-envoy-original-path'), '/p');
   t.same([res.status, res.body, res.header('x-resp')], [201, 'ok', 'r']);
+});
+
+t.test('direct responses and redirects answer locally, with no cluster involved', async (t) => {
+  const { pipeline, calls, registry } = setup(
+    () => ({
+      kind: 'direct',
+      routeName: 'default/svc',
+      responseHeaders: [],
+      status: 410,
+      body: Buffer.from('gone'),
+    }),
+    () => {},
+  );
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  t.same([res.status, res.body, calls.length, registry.states.size], [410, 'gone', 0, 0]);
+  const redirect = setup(
+    () => ({ kind: 'redirect', routeName: 'r', responseHeaders: [], status: 301, location: 'http://a/b' }),
+    () => {},
+  );
+  const res2 = new Sink();
+  redirect.pipeline.outbound(request('/x'), res2);
+  t.same([res2.status, res2.header('location')], [301, 'http://a/b']);
+});
+
+t.test('no route and no cluster: NR and NC local replies', async (t) => {
+  const nr = setup(
+    () => ({ kind: 'noRoute', status: 404, reason: 'no route matched', serviceFqdn: 'a', serviceName: 'a' }),
+    () => {},
+  );
+  const res = new Sink();
+  nr.pipeline.outbound(request('/x'), res);
+  t.same([res.status, res.header('x-meshlet-flags')], [404, 'NR']);
+  const nc = setup(
+    () => ({ kind: 'noCluster', clusterName: 'c', reason: 'no subset v9', routeName: 'r' }),
+    () => {},
+  );
+  const res2 = new Sink();
+  nc.pipeline.outbound(request('/x'), res2);
+  t.same([res2.status, res2.header('x-meshlet-flags')], [503, 'NC']);
+});
+
+t.test('passthrough (ALLOW_ANY): the requested host, no retries, no cluster state', async (t) => {
+  const { pipeline, calls, registry } = setup(
+    () => ({ kind: 'passthrough', host: '10.9.9.9', port: 8080 }),
+    (call) => call.h.onError('connect', false, 'refused', false),
+  );
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  await settle();
+  t.same(
+    calls.map((c) => c.target),
+    ['10.9.9.9:8080'],
+  );
+  t.same([res.status, res.header('x-meshlet-flags')], [503, 'UF'], 'no URX: retries are off');
+  t.equal(registry.states.size, 0);
+});
+
+t.test(
+  'inbound: reset-before-request is retried against the app; a reset after writing is not',
+  async (t) => {
+    const app = { address: '127.0.0.1', port: 9000 };
+    const before = setup(
+      () => forward(cluster('svc', 1)),
+      (call) => {
+        if (call.index === 0) call.h.onError('reset', false, 'closed', false);
+        else respond(call, 200, 'app');
+      },
+      { app },
+    );
+    const res = new Sink();
+    before.pipeline.inbound(request('/in', {}, ['host', 'me.default.svc.cluster.local']), res);
+    await before.time.advance(100);
+    t.same(
+      before.calls.map((c) => c.target),
+      ['127.0.0.1:9000', '127.0.0.1:9000'],
+    );
+    t.same([res.status, res.body], [200, 'app']);
+
+    const after = setup(
+      () => forward(cluster('svc', 1)),
+      (call) => call.h.onError('reset', false, 'closed', true),
+      { app },
+    );
+    const res2 = new Sink();
+    after.pipeline.inbound(request('/in'), res2);
+    await after.time.advance(100);
+    t.equal(after.calls.length, 1);
+    t.same([res2.status, res2.header('x-meshlet-flags')], [503, 'UC']);
+
+    const none = setup(
+      () => forward(cluster('svc', 1)),
+      () => {},
+    );
+    const res3 = new Sink();
+    none.pipeline.inbound(request('/in'), res3);
+    t.same([res3.status, res3.header('x-meshlet-flags')], [503, 'UH'], 'no --app');
+  },
+);
+
+t.test('the client leaving mid-response aborts the attempt and ends it once', async (t) => {
+  const c = cluster('svc', 1);
+  const { pipeline, calls, registry, metrics } = setup(
+    () => forward(c),
+    (call) => call.h.onHeaders(200, ['content-length', '100']),
+  );
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  await settle();
+  res.abort();
+  const state = registry.get(c);
+  t.ok(calls[0]?.aborted);
+  t.same(
+    state.ended.map((e) => [e.result.status, e.result.failure]),
+    [[200, null]],
+  );
+  t.equal(state.releases, 1);
+  t.match(await metrics.exposition(), /response_code="200"[^}]*response_flags="DC"/);
 });

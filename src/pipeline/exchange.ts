@@ -1,0 +1,247 @@
+import type { ClusterState, PickContext } from '../balancer/cluster-types.ts';
+import type { HeaderOps } from '../config/resource-types.ts';
+import { LOCAL_REPLIES, type LocalReply, sendLocalReply } from '../errors/local-reply.ts';
+import type { BodyStream, HeaderList, IncomingRequest, ResponseSink } from '../listener/listener-types.ts';
+import type { ReplayBody } from '../resilience/replay-body.ts';
+import type { RetryGate } from '../resilience/retry-decision.ts';
+import { type CompiledRetryPolicy, NO_RETRY_POLICY } from '../resilience/retry-policy.ts';
+import type { Cluster, Endpoint } from '../router/route-types.ts';
+import type { PeerDescription } from '../telemetry/metrics.ts';
+import type {
+  UpstreamCall,
+  UpstreamFailure,
+  UpstreamHandler,
+  UpstreamTarget,
+} from '../upstream/upstream-types.ts';
+import { closeAttempt, onAttemptEnd, onAttemptError, onAttemptHeaders } from './attempt-loop.ts';
+import type { MirrorCopy } from './mirror-stage.ts';
+import type { ExchangeOwner, TimerHandle } from './pipeline-types.ts';
+
+export const PASSTHROUGH_PEER: PeerDescription = {
+  serviceFqdn: 'unknown',
+  serviceName: 'PassthroughCluster',
+  serviceNamespace: 'unknown',
+};
+
+/** Where the request stands with the cluster's connection-pool admission. */
+export const ADMISSION_NONE = 0;
+/** Waiting in the pending queue: `queued.cancel()` when the exchange ends first. */
+export const ADMISSION_QUEUED = 1;
+/** A slot is held: `release()` exactly once when the exchange ends. */
+export const ADMISSION_HELD = 2;
+
+/**
+ * State of one request from accept to the end of its response: one shape for every request, so the
+ * stages read and write plain fields. It is also the upstream handler of the current attempt (the
+ * attempt loop ignores callbacks of attempts it abandoned: the client promises none after `abort`)
+ * and the retry gate handed to `shouldRetry`.
+ */
+export class Exchange implements UpstreamHandler, RetryGate {
+  readonly owner: ExchangeOwner;
+  readonly req: IncomingRequest;
+  readonly res: ResponseSink;
+  readonly reporter: 'source' | 'destination';
+  readonly startedAt: number;
+
+  // ---- the response as the client sees it ----
+  status = 0;
+  /** Envoy response flags, comma-joined ('' when none). */
+  flags = '';
+  headersSent = false;
+  finished = false;
+  bytesSent = 0;
+
+  // ---- what the router decided ----
+  cluster: Cluster | null = null;
+  peer: PeerDescription = PASSTHROUGH_PEER;
+  authority = '';
+  /** Path sent upstream (after rewrites); what the access log shows. */
+  path = '';
+  /** Path as the client sent it (what consistent hashing reads). */
+  originalPath = '';
+  routeName = '';
+  requestId = '';
+  responseEdits: readonly HeaderOps[] = [];
+
+  // ---- the request as every attempt sends it ----
+  upstreamHeaders: HeaderList = [];
+  expectContinue = false;
+  /** The body the first try sends (the request's own, or a wrapper that keeps a copy). */
+  body: BodyStream | null = null;
+  /** Set when the body may have to be sent again (retries enabled and the request has a body). */
+  replay: ReplayBody | null = null;
+  /** The cluster's state; null when the request goes to a fixed target (inbound app, passthrough). */
+  state: ClusterState | null = null;
+  /** The fixed target when `state` is null. */
+  target: UpstreamTarget | null = null;
+  policy: CompiledRetryPolicy = NO_RETRY_POLICY;
+  /** What a consistent-hash balancer hashes; made on the first pick. */
+  pickContext: PickContext | null = null;
+  /** Copies for mirror clusters that wait for the request body (null when none). */
+  mirror: MirrorCopy | null = null;
+
+  // ---- timers ----
+  /** The fault delay, then the route timeout. */
+  timer: TimerHandle | null = null;
+  /** When the route timeout fires (clock of `deps.now`), or -1 without one. */
+  deadlineMs = -1;
+  /** The per-try timeout of the current attempt, or the back-off before the next one. */
+  tryTimer: TimerHandle | null = null;
+
+  // ---- connection-pool admission ----
+  admission = ADMISSION_NONE;
+  queued: { cancel(): void } | null = null;
+
+  // ---- attempts ----
+  /** Upstream attempts started so far. */
+  attempts = 0;
+  /**
+   * Endpoints already tried by this request, which retries avoid. Made on the first retry that
+   * avoids previous hosts: until then `endpoint` is the only one.
+   */
+  tried: Set<string> | null = null;
+  /** Endpoint of the current (or last) attempt; null for fixed targets. */
+  endpoint: Endpoint | null = null;
+  call: UpstreamCall | null = null;
+  /** Bumped per attempt, so a timer of an earlier attempt recognises it is stale. */
+  attemptSeq = 0;
+  /** Between `attemptStarted` and `attemptEnded` of the current attempt. */
+  attemptOpen = false;
+  attemptStartedAt = 0;
+  /** Status the upstream sent for the current attempt (0 before its headers). */
+  upstreamStatus = 0;
+  /** Time from the attempt's start to its response headers. */
+  rttMs = 0;
+  /** A retry slot was taken from the cluster for the next attempt, which has not started yet. */
+  retryPending = false;
+  /** The current attempt is a retry holding a slot: `retryEnded()` when it ends. */
+  attemptIsRetry = false;
+  /** A `Set-Cookie` value the balancer made up (consistent hash on a cookie with a TTL). */
+  setCookie: string | null = null;
+
+  constructor(
+    owner: ExchangeOwner,
+    req: IncomingRequest,
+    res: ResponseSink,
+    reporter: 'source' | 'destination',
+  ) {
+    this.owner = owner;
+    this.req = req;
+    this.res = res;
+    this.reporter = reporter;
+    this.startedAt = owner.deps.now();
+  }
+
+  // ---- UpstreamHandler: the current attempt (see attempt-loop.ts) ----
+
+  onHeaders(status: number, headers: HeaderList): void {
+    if (this.finished) return;
+    onAttemptHeaders(this, status, headers);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.finished) return true;
+    this.bytesSent += chunk.length;
+    return this.res.write(chunk);
+  }
+
+  onEnd(): void {
+    if (this.finished) return;
+    onAttemptEnd(this);
+  }
+
+  onError(failure: UpstreamFailure, afterHeaders: boolean, _detail: string, requestWritten?: boolean): void {
+    if (this.finished) return;
+    onAttemptError(this, failure, afterHeaders, requestWritten !== false);
+  }
+
+  // ---- RetryGate: the cluster's retry budget and concurrent-retry limit ----
+
+  tryWithdraw(): boolean {
+    const state = this.state;
+    if (state === null) return true;
+    if (state.tryRetry() !== null) return false;
+    this.retryPending = true;
+    return true;
+  }
+
+  // ---- local replies and the end of the exchange ----
+
+  addFlag(flag: string): void {
+    this.flags = this.flags === '' ? flag : `${this.flags},${flag}`;
+  }
+
+  reply(r: LocalReply, extra: HeaderList = [], close = false): void {
+    if (this.finished) return;
+    this.status = r.status;
+    if (r.flags !== '') this.addFlag(r.flags);
+    this.headersSent = true;
+    // The flag header carries every flag of the exchange (e.g. `DI,UT` after a fault delay).
+    sendLocalReply(this.res, this.flags === r.flags ? r : { ...r, flags: this.flags }, extra, close);
+    this.finish();
+  }
+
+  /**
+   * A bug of ours surfaced while serving this request: answer 500 (or cut the stream if the status
+   * is out), report it, and keep serving everyone else instead of letting it take the process down.
+   */
+  internalError(err: unknown): void {
+    this.owner.deps.onBug(err);
+    if (this.headersSent) {
+      this.res.destroy();
+      this.finish();
+    } else {
+      this.reply(LOCAL_REPLIES.internalError);
+    }
+  }
+
+  /** The client went away before the end. */
+  onClientGone(): void {
+    if (this.finished) return;
+    this.addFlag('DC');
+    this.finish();
+  }
+
+  cancelTryTimer(): void {
+    if (this.tryTimer !== null) {
+      this.owner.timers.cancel(this.tryTimer);
+      this.tryTimer = null;
+    }
+  }
+
+  /**
+   * The one way an exchange ends, whatever ended it: stops its timers, closes an attempt still open,
+   * gives back what it holds in the cluster (admission slot or queue place, retry slot), and hands
+   * the exchange to telemetry. Each of these happens exactly once because `finished` guards it.
+   */
+  finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const timers = this.owner.timers;
+    if (this.timer !== null) {
+      timers.cancel(this.timer);
+      this.timer = null;
+    }
+    this.cancelTryTimer();
+    if (this.attemptOpen) {
+      // Ended from outside the attempt (client gone, route timeout, internal error).
+      this.call?.abort();
+      closeAttempt(this, null);
+    }
+    this.call = null;
+    const state = this.state;
+    if (state !== null) {
+      if (this.retryPending) {
+        this.retryPending = false;
+        state.retryEnded();
+      }
+      if (this.admission === ADMISSION_HELD) state.release();
+      else if (this.admission === ADMISSION_QUEUED) this.queued?.cancel();
+      this.admission = ADMISSION_NONE;
+      this.queued = null;
+    }
+    this.replay?.release();
+    this.mirror?.abandon();
+    this.owner.finished(this);
+  }
+}
