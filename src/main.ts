@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { type AdminDeps, type ReloadOutcome, startAdminServer } from './admin/admin-server.ts';
-import { BalancerRegistry } from './balancer/round-robin.ts';
+import { createClusterRegistry } from './balancer/cluster-registry.ts';
+import type { ClusterRegistry } from './balancer/cluster-types.ts';
 import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import type { ConfigBundle, ConfigIssue } from './config/resource-types.ts';
@@ -16,6 +17,8 @@ import { compileRoutes } from './router/compile-routes.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
+import { ResilienceStats } from './telemetry/resilience-stats.ts';
+import { createDnsResolver } from './upstream/dns-resolver.ts';
 import { createH1Upstream } from './upstream/h1-client.ts';
 import { createUndiciUpstream } from './upstream/undici-upstream.ts';
 import { VERSION } from './version.ts';
@@ -42,6 +45,10 @@ export interface RunningProxy {
   readonly listeners: readonly Listener[];
   readonly adminPort: number;
   readonly logger: Logger;
+  /** Per-cluster live state (balancer, outlier detection, admission, retry budget). */
+  readonly clusters: ClusterRegistry;
+  /** Fault and mirror counters of the request path. */
+  readonly stats: ResilienceStats;
   reload(): Promise<ReloadOutcome>;
   /** Stop accepting, finish in-flight requests (bounded by the drain timeout), close everything. */
   shutdown(): Promise<{ readonly drained: boolean }>;
@@ -69,6 +76,11 @@ function compileSnapshot(bundle: ConfigBundle, settings: RuntimeSettings, versio
   return { version, hash: bundle.hash, loadedAt: new Date(), bundle, routes, outboundTrafficPolicy };
 }
 
+/** Compile-time problems that do not stop serving (e.g. a mirror to a missing host): logged once per load. */
+function logRouteWarnings(snapshot: Snapshot, logger: Logger): void {
+  for (const w of snapshot.routes.warnings ?? []) logger.log('warn', 'configuration warning', { issue: w });
+}
+
 function identityOf(settings: RuntimeSettings): WorkloadIdentity {
   const canonical = canonicalOf(settings.labels, settings.workloadName);
   return {
@@ -93,19 +105,41 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
 
   const metrics = new MeshMetrics();
   const store = new SnapshotStore(compileSnapshot(bundle, settings, 1));
-  const balancers = new BalancerRegistry();
+  logRouteWarnings(store.current, logger);
   // The lean HTTP/1.1 client carries plain requests to IP endpoints; undici takes the rest
   // (host names, Expect: 100-continue, upgrades).
   const upstream = createH1Upstream({ fallback: createUndiciUpstream({}) });
+  const now = (): number => performance.now();
+  // ServiceEntry hosts with resolution DNS become the addresses they resolve to, refreshed in the
+  // background; the request path only ever reads the cached set.
+  const resolver = createDnsResolver({
+    refreshMs: settings.dnsRefreshRateMs,
+    clock: now,
+    onError: (host, err) =>
+      logger.log('warn', 'DNS lookup failed; the last addresses are kept', {
+        host,
+        error: err instanceof Error ? err.message : String(err),
+      }),
+  });
+  const clusters = createClusterRegistry({
+    clock: now,
+    random: Math.random,
+    retryBudget: settings.retryBudget,
+    resolver,
+    connections: (id) => upstream.connections(id),
+  });
+  const stats = new ResilienceStats();
+  metrics.attachResilience(() => clusters.all(), stats);
   const pipeline = new ProxyPipeline({
     store,
     upstream,
-    balancers,
+    clusters,
+    stats,
     metrics,
     identity: identityOf(settings),
     accessLog: settings.accessLog ? new AccessLog() : null,
     random: Math.random,
-    now: () => performance.now(),
+    now,
     requestId: randomUUID,
     app: settings.app === null ? null : { address: settings.app.host, port: settings.app.port },
     namespace: settings.namespace,
@@ -116,9 +150,15 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   });
   store.onSwap((next) => {
     // Per-endpoint state survives a reload for endpoints that are still there; the rest is let go.
-    balancers.retain(new Set(next.routes.clusters.keys()));
+    clusters.retain(new Set(next.routes.clusters.keys()));
+    // Upstream pools are kept for every endpoint of the new configuration, as the cluster states
+    // see them (DNS hosts as their resolved addresses), and for the local application.
     const endpoints = new Set<string>();
-    for (const c of next.routes.clusters.values()) for (const e of c.endpoints) endpoints.add(e.id);
+    for (const c of next.routes.clusters.values()) {
+      for (const e of c.endpoints) endpoints.add(e.id);
+      for (const e of clusters.get(c).endpoints) endpoints.add(e.id);
+    }
+    if (settings.app !== null) endpoints.add(`${settings.app.host}:${settings.app.port}`);
     upstream.retain(endpoints);
   });
 
@@ -160,6 +200,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     }
     store.swap(snapshot);
     metrics.reload('applied');
+    logRouteWarnings(snapshot, logger);
     const warnings = next.issues.map(formatIssue);
     for (const w of warnings) logger.log('warn', 'configuration warning', { issue: w });
     logger.log('info', 'configuration applied', { version: snapshot.version, hash: snapshot.hash });
@@ -180,6 +221,8 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     draining: () => draining,
     version: VERSION,
     startedAt: new Date(),
+    clusters: () => clusters.all(),
+    now,
   };
   const admin: { server: Server; port: number } = await startAdminServer(
     settings.adminHost,
@@ -249,6 +292,8 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       },
     );
     for (const l of listeners) l.close();
+    clusters.close();
+    resolver.close();
     await upstream.close();
     await new Promise<void>((r) => {
       admin.server.close(() => r());
@@ -257,5 +302,5 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     return { drained };
   };
 
-  return { settings, listeners, adminPort: admin.port, logger, reload, shutdown };
+  return { settings, listeners, adminPort: admin.port, logger, clusters, stats, reload, shutdown };
 }
