@@ -174,10 +174,9 @@ export function attempt(ex: Exchange): void {
     if (pick.setCookie !== undefined) ex.setCookie = pick.setCookie;
     state.attemptStarted(endpoint);
     target = endpoint;
-  } else if (ex.target !== null) {
-    target = ex.target;
   } else {
-    throw new Error('attempt without a cluster or a target');
+    // Without a cluster state the stage that routed the request set the fixed target.
+    target = ex.target!;
   }
   ex.attempts++;
   ex.attemptOpen = true;
@@ -279,13 +278,7 @@ export function onAttemptHeaders(ex: Exchange, status: number, headers: HeaderLi
   }
   // No further try can happen: the kept copy of the request body is not needed any more.
   ex.replay?.release();
-  let out: HeaderList;
-  try {
-    out = ex.responseEdits.length === 0 ? headers : applyHeaderOps(headers, ex.responseEdits);
-  } catch (err) {
-    ex.internalError(err);
-    return;
-  }
+  let out = ex.responseEdits.length === 0 ? headers : applyHeaderOps(headers, ex.responseEdits);
   if (ex.setCookie !== null) out = out.concat('set-cookie', ex.setCookie);
   ex.status = status;
   ex.headersSent = true;

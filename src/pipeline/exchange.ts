@@ -134,9 +134,15 @@ export class Exchange implements UpstreamHandler, RetryGate {
 
   // ---- UpstreamHandler: the current attempt (see attempt-loop.ts) ----
 
+  // A bug in these must not escape into the upstream client: it answers 500 for this request only.
+
   onHeaders(status: number, headers: HeaderList): void {
     if (this.finished) return;
-    onAttemptHeaders(this, status, headers);
+    try {
+      onAttemptHeaders(this, status, headers);
+    } catch (err) {
+      this.internalError(err);
+    }
   }
 
   onData(chunk: Buffer): boolean {
@@ -147,20 +153,27 @@ export class Exchange implements UpstreamHandler, RetryGate {
 
   onEnd(): void {
     if (this.finished) return;
-    onAttemptEnd(this);
+    try {
+      onAttemptEnd(this);
+    } catch (err) {
+      this.internalError(err);
+    }
   }
 
   onError(failure: UpstreamFailure, afterHeaders: boolean, _detail: string, requestWritten?: boolean): void {
     if (this.finished) return;
-    onAttemptError(this, failure, afterHeaders, requestWritten !== false);
+    try {
+      onAttemptError(this, failure, afterHeaders, requestWritten !== false);
+    } catch (err) {
+      this.internalError(err);
+    }
   }
 
   // ---- RetryGate: the cluster's retry budget and concurrent-retry limit ----
 
+  /** Given to `shouldRetry` only when the exchange has a cluster state (see attempt-loop.ts). */
   tryWithdraw(): boolean {
-    const state = this.state;
-    if (state === null) return true;
-    if (state.tryRetry() !== null) return false;
+    if (this.state?.tryRetry() !== null) return false;
     this.retryPending = true;
     return true;
   }

@@ -526,3 +526,86 @@ t.test('an attempt that fails inside send is not mistaken for the next one', asy
   t.equal(aborts, 3, 'each settled call is let go');
   t.equal(registry.get(c).ended.length, 3);
 });
+
+t.test('the route timeout after the response head cuts the stream and flags UT', async (t) => {
+  const c = cluster('svc', 1);
+  const { pipeline, registry, time, metrics } = setup(
+    () => forward(c, { timeoutMs: 100 }),
+    (call) => {
+      call.h.onHeaders(200, ['content-length', '10']);
+      call.h.onData(Buffer.from('12345'));
+    },
+  );
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  await time.advance(99);
+  t.same([res.status, res.destroyed], [200, false], 'streaming');
+  await time.advance(1);
+  t.same([res.destroyed, res.ended], [true, false], 'cut at the route timeout');
+  t.same(
+    registry.get(c).ended.map((e) => [e.result.status, e.result.failure]),
+    [[200, null]],
+    'the upstream had answered: not an attempt timeout',
+  );
+  t.match(await metrics.exposition(), /response_code="200"[^}]*response_flags="UT"/);
+});
+
+t.test('bugs in timer and upstream callbacks answer 500 (or cut the stream) and are reported', async (t) => {
+  // The cluster throws while the per-try timeout ends the attempt.
+  const c = cluster('svc', 1, 2);
+  const perTry = setup(
+    () => forward(c, { retries: { attempts: 1, retryOn: '5xx', perTryTimeoutMs: 10 } }),
+    () => {},
+  );
+  perTry.registry.get(c).attemptEnded = () => {
+    throw new Error('feedback bug');
+  };
+  const res = new Sink();
+  perTry.pipeline.outbound(request('/x'), res);
+  await perTry.time.advance(10);
+  t.same([res.status, perTry.bugs.length, perTry.pipeline.inFlight], [500, 1, 0]);
+
+  // The pick throws on the retry, which runs from the back-off timer.
+  const retry = setup(
+    () => forward(c, { retries: FIVE_XX }),
+    (call) => respond(call, 503),
+  );
+  const state = retry.registry.get(c);
+  const pick = state.pick.bind(state);
+  state.pick = (ctx, exclude) => {
+    if (exclude !== undefined) throw new Error('pick bug');
+    return pick(ctx, exclude);
+  };
+  const res2 = new Sink();
+  retry.pipeline.outbound(request('/x'), res2);
+  await retry.time.advance(100);
+  t.same([res2.status, retry.bugs.length, state.releases], [500, 1, 1]);
+
+  // The feedback throws at the end of a response whose head went out: the stream is cut.
+  const late = setup(
+    () => forward(c),
+    (call) => respond(call, 200, 'body'),
+  );
+  late.registry.get(c).attemptEnded = () => {
+    throw new Error('end bug');
+  };
+  const res3 = new Sink();
+  late.pipeline.outbound(request('/x'), res3);
+  await settle();
+  t.same([res3.status, res3.destroyed, res3.ended, late.bugs.length], [200, true, false, 1]);
+
+  // A bug while preparing an inbound request.
+  const inbound = setup(
+    () => forward(c),
+    () => {},
+    { app: { address: '127.0.0.1', port: 9 } },
+  );
+  Object.assign(inbound.pipeline.deps, {
+    requestId: () => {
+      throw new Error('id bug');
+    },
+  });
+  const res4 = new Sink();
+  inbound.pipeline.inbound(request('/x'), res4);
+  t.same([res4.status, inbound.bugs.length, inbound.pipeline.inFlight], [500, 1, 0]);
+});

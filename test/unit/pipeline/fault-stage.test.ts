@@ -109,3 +109,17 @@ t.test('the client leaving during a delay ends the exchange; nothing fires later
   await time.advance(100);
   t.same([calls.length, pipeline.inFlight], [0, 0]);
 });
+
+t.test('a bug after the delay answers 500 instead of escaping the timer', async (t) => {
+  const { pipeline, registry, bugs, time } = setup(
+    () => forward(cluster('svc', 1), { fault: { delay: { fixedDelayMs: 5, fraction: 1 } } }),
+    () => {},
+  );
+  registry.get = () => {
+    throw new Error('registry bug');
+  };
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  await time.advance(5);
+  t.same([res.status, bugs.length, pipeline.inFlight], [500, 1, 0]);
+});

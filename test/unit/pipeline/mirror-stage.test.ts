@@ -228,3 +228,70 @@ t.test('an aborted request is not mirrored; a delayed one is, after the delay', 
   await delayed.time.advance(1);
   t.equal(delayed.calls.length, 2);
 });
+
+t.test('a bug in a copy is counted and reported; the primary is untouched', async (t) => {
+  const { pipeline, registry, stats, bugs } = setup(
+    () => forward(primary, { mirrorClusters: MIRROR }),
+    (call) => respond(call, 200, 'primary'),
+  );
+  registry.get(shadow).pick = () => {
+    throw new Error('mirror pick bug');
+  };
+  const res = new Sink();
+  pipeline.outbound(request('/p'), res);
+  await settle();
+  t.same([res.status, res.body], [200, 'primary']);
+  t.same([stats.mirrorsFailed, stats.mirrorsSent, bugs.length], [1, 0, 1]);
+});
+
+t.test('backpressure passes through the tap, and the copy honours its own', async (t) => {
+  let sourcePaused = 0;
+  let sourceResumed = 0;
+  let copyPaused = false;
+  let chunksWhilePaused = 0;
+  const source = bodyOf('one ', 'two ', 'three');
+  const counted = {
+    onData: source.onData.bind(source),
+    pause: () => {
+      sourcePaused++;
+    },
+    resume: () => {
+      sourceResumed++;
+    },
+  };
+  const { pipeline, calls } = setup(
+    () => forward(primary, { mirrorClusters: MIRROR, retries: { attempts: 0, retryOn: '' } }),
+    (call) => {
+      const body = call.req.body;
+      if (body === null) return;
+      if (!isMirror(call)) {
+        body.pause();
+        body.resume();
+        readBody(call, () => respond(call, 200));
+        return;
+      }
+      // The copy reads one chunk, pauses, and asks for the rest later.
+      body.onData((chunk, last) => {
+        if (copyPaused) chunksWhilePaused++;
+        call.body += chunk.toString();
+        if (last) respond(call, 204);
+        else if (call.body === 'one ') {
+          body.pause();
+          copyPaused = true;
+          setImmediate(() => {
+            copyPaused = false;
+            body.resume();
+          });
+        }
+      });
+    },
+  );
+  pipeline.outbound(request('/p', { method: 'POST', body: counted }), new Sink());
+  await settle(5);
+  t.same([sourcePaused, sourceResumed], [1, 1], 'the primary pauses and resumes the client body');
+  t.same(
+    calls.map((c) => c.body),
+    ['one two three', 'one two three'],
+  );
+  t.equal(chunksWhilePaused, 0, 'no chunk reaches the copy while it is paused');
+});

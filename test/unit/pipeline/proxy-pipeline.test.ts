@@ -1,4 +1,5 @@
 import t from 'tap';
+import { NODE_TIMERS } from '../../../src/pipeline/pipeline-types.ts';
 import type { UpstreamRequest } from '../../../src/upstream/upstream-types.ts';
 import { cluster, forward, request, respond, Sink, settle, setup } from './pipeline-harness.ts';
 
@@ -301,4 +302,13 @@ t.test('the client leaving mid-response aborts the attempt and ends it once', as
   );
   t.equal(state.releases, 1);
   t.match(await metrics.exposition(), /response_code="200"[^}]*response_flags="DC"/);
+});
+
+t.test("the process's timers: a started timer fires, a cancelled one does not", async (t) => {
+  const fired: string[] = [];
+  NODE_TIMERS.start(() => fired.push('kept'), 1);
+  const cancelled = NODE_TIMERS.start(() => fired.push('cancelled'), 1);
+  NODE_TIMERS.cancel(cancelled);
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(fired, ['kept']);
 });
