@@ -10,7 +10,10 @@
  *   attempt         pick an endpoint (avoiding the ones tried when the policy says so), send, and
  *                   start the per-try timer when the policy has one (it stops at the response head).
  *   retry decision  after each failure, per-try timeout or upstream response: `shouldRetry` decides;
- *                   a retry waits out its back-off on a timer, then picks again.
+ *                   a retry waits out its back-off on a timer, then picks again. A retry whose
+ *                   back-off would end past the route deadline is not made: a failure or response
+ *                   goes back as it is, a per-try timeout waits for the route timeout (504 UT).
+ *                   `URX` is added when the outcome was retriable and the retries ran out.
  *
  * A route without a per-try timeout, route timeout or pool limits starts no timer and makes no
  * closure here: the plain request costs a pick, an admission count and the load feedback.
@@ -343,6 +346,9 @@ function onPerTryTimeout(ex: Exchange, seq: number): void {
       retryAfter(ex, verdict.delayMs);
       return;
     }
+    // No retry fits before the route deadline: the answer is the route timeout's own 504 UT, given
+    // when that timer fires, so a timed-out request never ends before the configured timeout.
+    if (verdict.reason === 'deadline') return;
     const r = LOCAL_REPLIES.routeTimeout;
     ex.reply(verdict.reason === 'exhausted' ? retriesExhausted(r) : r);
   } catch (err) {

@@ -281,6 +281,29 @@ t.test(
   },
 );
 
+t.test('per-try timeouts under a route timeout: no retry fits, the route timeout answers', async (t) => {
+  const c = cluster('svc', 1, 2, 3);
+  const { pipeline, calls, registry, time } = setup(
+    () => forward(c, { timeoutMs: 250, retries: { attempts: 2, retryOn: '5xx', perTryTimeoutMs: 100 } }),
+    () => {},
+    { random: [0.5, 0.9] },
+  );
+  const res = new Sink();
+  pipeline.outbound(request('/x'), res);
+  // Try 1: 0–100; back-off 12 → try 2: 112–212; the next back-off floor(0.9 × 75) = 67 would end
+  // at 279 > 250: no third try, and no answer before the route timeout.
+  await time.advance(212);
+  t.equal(calls.length, 2);
+  t.equal(res.status, 0, 'nothing yet: the route has 38 ms left');
+  t.same(time.waiting(), [38]);
+  await time.advance(38);
+  t.same([res.status, res.header('x-meshlet-flags')], [504, 'UT']);
+  t.same(
+    registry.get(c).ended.map((e) => e.result.failure),
+    ['per-try-timeout', 'per-try-timeout'],
+  );
+});
+
 t.test('a body up to 64 KiB is replayed on retry; a larger one is sent once', async (t) => {
   const small = setup(
     () => forward(cluster('svc', 1, 2), { retries: FIVE_XX }),
