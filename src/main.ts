@@ -151,13 +151,11 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   store.onSwap((next) => {
     // Per-endpoint state survives a reload for endpoints that are still there; the rest is let go.
     clusters.retain(new Set(next.routes.clusters.keys()));
-    // Upstream pools are kept for every endpoint of the new configuration, as the cluster states
-    // see them (DNS hosts as their resolved addresses), and for the local application.
+    // Upstream pools are kept for every endpoint of the new configuration, for the addresses the
+    // cluster states resolved DNS hosts to, and for the local application.
     const endpoints = new Set<string>();
-    for (const c of next.routes.clusters.values()) {
-      for (const e of c.endpoints) endpoints.add(e.id);
-      for (const e of clusters.get(c).endpoints) endpoints.add(e.id);
-    }
+    for (const c of next.routes.clusters.values()) for (const e of c.endpoints) endpoints.add(e.id);
+    for (const state of clusters.all()) for (const e of state.endpoints) endpoints.add(e.id);
     if (settings.app !== null) endpoints.add(`${settings.app.host}:${settings.app.port}`);
     upstream.retain(endpoints);
   });
