@@ -93,6 +93,8 @@ export class Exchange implements UpstreamHandler, RetryGate {
   queued: { cancel(): void } | null = null;
 
   // ---- attempts ----
+  /** The request waited before its first attempt (fault delay, admission queue). */
+  waited = false;
   /** Upstream attempts started so far. */
   attempts = 0;
   /**

@@ -49,6 +49,7 @@ export function applyFault(ex: Exchange, fault: HTTPFault, resume: () => void): 
   if (delay >= 0) {
     deps.stats.faultsDelayed++;
     ex.addFlag('DI');
+    ex.waited = true;
     ex.timer = timers.start(() => {
       ex.timer = null;
       try {
