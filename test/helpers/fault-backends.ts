@@ -179,13 +179,17 @@ export function echo(delayMs = 0): Behavior {
 }
 
 /** Resolves once `read()` stopped changing for `quietMs`, or after `maxMs` (returns the last value). */
-export async function settled(read: () => number, quietMs = 200, maxMs = 3000): Promise<number> {
+export async function settled(
+  read: () => number | Promise<number>,
+  quietMs = 200,
+  maxMs = 3000,
+): Promise<number> {
   const deadline = Date.now() + maxMs;
-  let last = read();
+  let last = await read();
   let since = Date.now();
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 25));
-    const v = read();
+    const v = await read();
     if (v !== last) {
       last = v;
       since = Date.now();

@@ -91,17 +91,31 @@ export function sampleOf(
   return { labels, value: Number(line.slice(close + 1).trim()) };
 }
 
+/** Sum of the samples of `metric` whose labels pass `where` (0 when there are none). */
+export function metricSum(
+  exposition: string,
+  metric: string,
+  where: (labels: Record<string, string>) => boolean = () => true,
+): number {
+  let sum = 0;
+  for (const line of exposition.split('\n')) {
+    const s = sampleOf(line, metric);
+    if (s !== null && where(s.labels)) sum += s.value;
+  }
+  return sum;
+}
+
 /** Sum of `istio_requests_total` samples whose labels pass `where`. */
 export function requestsTotal(
   exposition: string,
   where: (labels: Record<string, string>) => boolean,
 ): number {
-  let sum = 0;
-  for (const line of exposition.split('\n')) {
-    const s = sampleOf(line, 'istio_requests_total');
-    if (s !== null && where(s.labels)) sum += s.value;
-  }
-  return sum;
+  return metricSum(exposition, 'istio_requests_total', where);
+}
+
+/** True for the `cluster_name` label of any cluster of service `fqdn` (`outbound|port|subset|fqdn`). */
+export function clusterOf(fqdn: string): (labels: Record<string, string>) => boolean {
+  return (l) => (l['cluster_name'] ?? '').endsWith(`|${fqdn}`);
 }
 
 /** True when the comma-separated Envoy flag list `flags` contains `flag`. */
