@@ -60,38 +60,3 @@ export class RoundRobinPicker implements Picker {
 
   end(_endpoint: Endpoint, _rttMs: number, _failed: boolean): void {}
 }
-
-/**
- * Pickers per cluster, kept across configuration reloads: a cluster whose endpoint list did not
- * change keeps its picker (and so its rotation state).
- */
-export class BalancerRegistry {
-  private readonly pickers = new Map<
-    string,
-    { readonly signature: string; readonly picker: RoundRobinPicker }
-  >();
-
-  pickerFor(clusterName: string, endpoints: readonly Endpoint[]): RoundRobinPicker {
-    const found = this.pickers.get(clusterName);
-    if (found !== undefined && found.picker.endpoints === endpoints) return found.picker;
-    const signature = endpoints.map((e) => `${e.id}*${e.weight}`).join(',');
-    if (found !== undefined && found.signature === signature) {
-      // Same endpoints from a new snapshot: keep the rotation state, remember the new array for the fast path.
-      found.picker.adopt(endpoints);
-      return found.picker;
-    }
-    const picker = new RoundRobinPicker(endpoints);
-    this.pickers.set(clusterName, { signature, picker });
-    return picker;
-  }
-
-  /** Forget clusters that the current configuration no longer has. */
-  retain(clusterNames: ReadonlySet<string>): void {
-    for (const name of this.pickers.keys()) if (!clusterNames.has(name)) this.pickers.delete(name);
-  }
-
-  /** For `/clusters`. */
-  entries(): IterableIterator<[string, { readonly signature: string; readonly picker: RoundRobinPicker }]> {
-    return this.pickers.entries();
-  }
-}

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { Picker } from '../../../src/balancer/picker-types.ts';
-import { BalancerRegistry, RoundRobinPicker } from '../../../src/balancer/round-robin.ts';
+import { RoundRobinPicker } from '../../../src/balancer/round-robin.ts';
 import type { Endpoint } from '../../../src/router/route-types.ts';
 
 const ep = (id: string, weight = 1): Endpoint => ({ id, address: id, port: 80, weight, labels: {} });
@@ -28,19 +28,6 @@ t.test('empty set, single endpoint, exclusion', async (t) => {
   const p = new RoundRobinPicker([ep('a'), ep('b'), ep('c')]);
   for (let i = 0; i < 6; i++) t.not(p.pick(new Set(['b']))?.id, 'b', 'excluded endpoint skipped');
   t.equal(p.pick(new Set(['a', 'b', 'c']))?.id, 'a', 'all excluded: fall back to the first');
-});
-
-t.test('registry keeps rotation across snapshots with equal endpoints, resets on change', async (t) => {
-  const r = new BalancerRegistry();
-  const first = r.pickerFor('c1', [ep('a'), ep('b')]);
-  t.equal(first.pick()?.id, 'a');
-  const again = r.pickerFor('c1', [ep('a'), ep('b')]);
-  t.equal(again, first, 'same picker for an equal list from a new snapshot');
-  t.equal(again.pick()?.id, 'b', 'rotation continues');
-  const changed = r.pickerFor('c1', [ep('a'), ep('c')]);
-  t.not(changed, first, 'new picker when the endpoints changed');
-  r.retain(new Set());
-  t.same([...r.entries()], [], 'retain drops clusters that are gone');
 });
 
 t.test('RoundRobinPicker is a Picker whose load feedback changes nothing', async (t) => {
