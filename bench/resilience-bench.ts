@@ -7,15 +7,15 @@
  *      retry policy (goal: < 0.1 %) and with `retries: {attempts: 0}` for contrast.
  *   c. Overhead: req/s and proxy CPU per request of a plain route (no retries, round robin) against
  *      a route with retries (attempts 2 on 5xx,connect-failure), outlier detection and the default
- *      EWMA balancer, same backend, same meshlet process (goal: cost < 5 %).
+ *      EWMA balancer, same three backends, same meshlet process (goal: cost < 5 %).
  *
  * Each figure is a median over alternating rounds (the order of the compared modes flips every
  * round), so a burst of noise on this shared 2-core machine spreads over both. Like `npm run bench`,
  * wrk and the backends run on the first allowed CPU and meshlet alone on the second (taskset).
  * The backends of (a) and (b) are node:http servers inside this process, so that their request
  * counts are plain numbers and (b) can kill one at a chosen moment (listener closed and every
- * connection destroyed, which is what a crashed process looks like from the proxy); (c) uses the
- * nginx backend of `npm run bench` (node:http when nginx is missing).
+ * connection destroyed, which is what a crashed process looks like from the proxy); (c) uses three
+ * of the nginx backend of `npm run bench` (node:http when nginx is missing).
  *
  *   npm run bench:resilience -- [--rounds 3] [--duration 3] [--connections 50] [--engine h1]
  *                               [--kill-duration 8] [--kill-at 3] [--slow-ms 50] [--only a,b,c]
@@ -370,20 +370,27 @@ async function killOne(ctx: Context): Promise<string[]> {
 
 async function overhead(ctx: Context): Promise<string[]> {
   const { opts, procs } = ctx;
-  const backend = await startBackend({
-    procs,
-    pinning: ctx.pinning,
-    ports: ctx.ports,
-    nginxBin: findExecutable('nginx'),
-    haproxyBin: undefined,
-    meshletCli: opts.meshletCli,
-    repoRoot: process.cwd(),
-  });
+  // Three backends, so that both balancers really choose (P2C with one endpoint has nothing to compare).
+  const backends: Array<Awaited<ReturnType<typeof startBackend>>> = [];
+  for (let i = 0; i < 3; i++) {
+    backends.push(
+      await startBackend({
+        procs,
+        pinning: ctx.pinning,
+        ports: ctx.ports,
+        nginxBin: findExecutable('nginx'),
+        haproxyBin: undefined,
+        meshletCli: opts.meshletCli,
+        repoRoot: process.cwd(),
+      }),
+    );
+  }
+  const ports = backends.map((b) => b.port);
   const yaml =
-    serviceEntry('plain', [backend.port]) +
+    serviceEntry('plain', ports) +
     routeWithRetries('plain', '{ attempts: 0 }') +
     trafficPolicy('plain', '{ loadBalancer: { simple: ROUND_ROBIN } }') +
-    serviceEntry('resilient', [backend.port]) +
+    serviceEntry('resilient', ports) +
     routeWithRetries('resilient', '{ attempts: 2, retryOn: "5xx,connect-failure" }') +
     trafficPolicy(
       'resilient',
@@ -414,14 +421,16 @@ async function overhead(ctx: Context): Promise<string[]> {
     }
   } finally {
     await procs.stop(mesh.proc);
-    await procs.stop(backend.proc);
+    for (const b of backends) await procs.stop(b.proc);
   }
   const [plain, resilient] = modes.map((m) => m.label) as [string, string];
-  const pairRatios = (rps.get(resilient) ?? []).map((r, i) => r / (rps.get(plain)?.[i] ?? Number.NaN));
-  const ratio = median(pairRatios);
-  const cpuRatio = median(cpu.get(resilient) ?? []) / median(cpu.get(plain) ?? []);
+  // Both routes ran once per round, so index i of each list is the same round: compare within rounds.
+  const perRound = (m: Map<string, number[]>): number[] =>
+    (m.get(resilient) ?? []).map((r, i) => r / (m.get(plain)?.[i] ?? Number.NaN));
+  const ratio = median(perRound(rps));
+  const cpuRatio = median(perRound(cpu));
   const lines = [
-    `**(c) overhead of the resilience features** (backend: ${backend.kind}; ${opts.connections} connections, ${opts.rounds} × ${opts.durationSec} s per route, same meshlet process)`,
+    `**(c) overhead of the resilience features** (3 backends: ${backends[0]?.kind ?? '?'}; ${opts.connections} connections, ${opts.rounds} × ${opts.durationSec} s per route, same meshlet process)`,
     '',
     '| route | req/s (median) | per round | CPU µs/req (median) |',
     '|---|---:|---|---:|',
@@ -435,7 +444,7 @@ async function overhead(ctx: Context): Promise<string[]> {
   }
   lines.push(
     '',
-    `req/s ratio resilient ÷ plain (median of per-round ratios): **${ratio.toFixed(3)}** (cost ${pct(1 - ratio)}); CPU µs/req ratio: **${Number.isNaN(cpuRatio) ? '—' : cpuRatio.toFixed(3)}**`,
+    `req/s ratio resilient ÷ plain (median of per-round ratios): **${ratio.toFixed(3)}** (cost ${pct(1 - ratio)}); CPU µs/req ratio (median of per-round ratios): **${Number.isNaN(cpuRatio) ? '—' : cpuRatio.toFixed(3)}**`,
   );
   return lines;
 }
