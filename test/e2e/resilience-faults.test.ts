@@ -84,6 +84,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       await mesh.stop();
       for (const b of backends) await b.close();
     });
+    t.equal(mesh.engine, engine, `the ${engine} engine serves the outbound listener`);
 
     t.test('a 100 % abort answers 418 FI and never goes upstream', async (t) => {
       const answers = await pool(5, 5, () => call(mesh, agent, '/abort', { host: 'faulty' }));

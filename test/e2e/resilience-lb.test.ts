@@ -78,6 +78,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       await mesh.stop();
       for (const b of backends) await b.close();
     });
+    t.equal(mesh.engine, engine, `the ${engine} engine serves the outbound listener`);
     const nameOf = (text: string): string => {
       try {
         return (JSON.parse(text) as FaultEcho).name;

@@ -86,6 +86,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       await mesh.stop();
       for (const b of [...od, ...gw]) await b.close();
     });
+    t.equal(mesh.engine, engine, `the ${engine} engine serves the outbound listener`);
 
     t.test(
       'three consecutive 500s eject the endpoint for baseEjectionTime (1 s), then it is back',

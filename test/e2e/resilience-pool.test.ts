@@ -70,6 +70,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       await byRequests.close();
       await byConnections.close();
     });
+    t.equal(mesh.engine, engine, `the ${engine} engine serves the outbound listener`);
 
     for (const [host, backend, limit] of [
       ['by-requests', byRequests, 'http2MaxRequests 1'],

@@ -96,6 +96,7 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       await mesh.stop();
       for (const backend of Object.values(b)) await backend.close();
     });
+    t.equal(mesh.engine, engine, `the ${engine} engine serves the outbound listener`);
 
     t.test('503 twice then 200 with attempts 3 on 5xx: the client gets the 200', async (t) => {
       const r = await call(mesh, agent, '/once', { host: 'flaky' });
