@@ -131,6 +131,31 @@ export async function startBackend(
   return { port, kind: 'node:http fallback (nginx missing)', proc };
 }
 
+/** The `meshlet run` command line the bench starts (ports chosen by the caller, warnings only). */
+export function meshletRunArgs(
+  cli: string,
+  configPath: string,
+  ports: { readonly outbound: number; readonly inbound: number; readonly admin: number },
+  engine: string,
+): string[] {
+  return [
+    cli,
+    'run',
+    '--config',
+    configPath,
+    '--outbound-port',
+    String(ports.outbound),
+    '--inbound-port',
+    String(ports.inbound),
+    '--admin-port',
+    String(ports.admin),
+    '--engine',
+    engine,
+    '--log-level',
+    'warn',
+  ];
+}
+
 export async function startTarget(
   ctx: StartContext,
   name: TargetName,
@@ -196,22 +221,7 @@ async function startMeshlet(
   const dir = ctx.procs.tempDir();
   const configPath = join(dir, 'bench-backend.yaml');
   writeFileSync(configPath, meshletServiceEntry(backendPort));
-  const args = [
-    ctx.meshletCli,
-    'run',
-    '--config',
-    configPath,
-    '--outbound-port',
-    String(outbound),
-    '--inbound-port',
-    String(inbound),
-    '--admin-port',
-    String(admin),
-    '--engine',
-    engine,
-    '--log-level',
-    'warn',
-  ];
+  const args = meshletRunArgs(ctx.meshletCli, configPath, { outbound, inbound, admin }, engine);
   const proc = ctx.procs.spawn(name, process.execPath, args, { cpu, cwd: ctx.repoRoot });
   const notReady = await waitUntil(
     async () => {

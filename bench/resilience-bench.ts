@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { BODY } from './configs.ts';
 import { sample, usage } from './cpu.ts';
 import { capture, freePort, httpGet, Processes, parseCpuList, type Started, waitUntil } from './procs.ts';
-import { findExecutable, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
+import { findExecutable, meshletRunArgs, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
 import { formatRps, median } from './report.ts';
 import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
 
@@ -207,22 +207,7 @@ async function startMeshlet(ctx: Context, yaml: string, hosts: readonly string[]
   ];
   const configPath = join(ctx.procs.tempDir(), 'resilience.yaml');
   writeFileSync(configPath, yaml);
-  const args = [
-    ctx.opts.meshletCli,
-    'run',
-    '--config',
-    configPath,
-    '--outbound-port',
-    String(outbound),
-    '--inbound-port',
-    String(inbound),
-    '--admin-port',
-    String(admin),
-    '--engine',
-    ctx.opts.engine,
-    '--log-level',
-    'warn',
-  ];
+  const args = meshletRunArgs(ctx.opts.meshletCli, configPath, { outbound, inbound, admin }, ctx.opts.engine);
   const proc = ctx.procs.spawn('meshlet', process.execPath, args, { cpu: ctx.pinning?.proxyCpu });
   const probe = async (port: number, host: string, path: string): Promise<boolean> => {
     const res = await httpGet(port, path, host, 1000);
