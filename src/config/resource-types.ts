@@ -308,6 +308,111 @@ export interface SidecarSpec {
   readonly workloadSelector?: Readonly<Record<string, string>>;
 }
 
+/** PeerAuthentication `mtls.mode` values; UNSET inherits (spec §5). */
+export type PeerAuthenticationMode = 'UNSET' | 'DISABLE' | 'PERMISSIVE' | 'STRICT';
+
+/** `security.istio.io` PeerAuthentication (spec §5.1). */
+export interface PeerAuthenticationSpec {
+  /** `selector.matchLabels`; absent: namespace-wide (or mesh-wide in the root namespace). */
+  readonly selector?: Readonly<Record<string, string>>;
+  /** `mtls.mode`; absent (or no `mtls`) means UNSET. */
+  readonly mode?: PeerAuthenticationMode;
+  /** Workload (container) port → mode. Only with a selector. */
+  readonly portLevelMtls: ReadonlyMap<number, PeerAuthenticationMode>;
+}
+
+/** One `from[].source` (spec §6.3). Absent lists are absent (not empty). */
+export interface AuthzSource {
+  readonly principals?: readonly string[];
+  readonly notPrincipals?: readonly string[];
+  readonly namespaces?: readonly string[];
+  readonly notNamespaces?: readonly string[];
+  readonly serviceAccounts?: readonly string[];
+  readonly notServiceAccounts?: readonly string[];
+  readonly trustDomains?: readonly string[];
+  readonly notTrustDomains?: readonly string[];
+  readonly ipBlocks?: readonly string[];
+  readonly notIpBlocks?: readonly string[];
+  readonly remoteIpBlocks?: readonly string[];
+  readonly notRemoteIpBlocks?: readonly string[];
+  /** JWT: meshlet validates no JWT, so a request never has a request principal. */
+  readonly requestPrincipals?: readonly string[];
+  readonly notRequestPrincipals?: readonly string[];
+}
+
+/** One `to[].operation` (spec §6.3). */
+export interface AuthzOperation {
+  readonly hosts?: readonly string[];
+  readonly notHosts?: readonly string[];
+  readonly ports?: readonly string[];
+  readonly notPorts?: readonly string[];
+  readonly methods?: readonly string[];
+  readonly notMethods?: readonly string[];
+  readonly paths?: readonly string[];
+  readonly notPaths?: readonly string[];
+}
+
+/** One `when[]` condition. */
+export interface AuthzCondition {
+  readonly key: string;
+  readonly values?: readonly string[];
+  readonly notValues?: readonly string[];
+}
+
+export interface AuthzRule {
+  readonly from: readonly AuthzSource[];
+  readonly to: readonly AuthzOperation[];
+  readonly when: readonly AuthzCondition[];
+}
+
+/** `security.istio.io` AuthorizationPolicy (spec §6). CUSTOM is rejected at load. */
+export interface AuthorizationPolicySpec {
+  readonly selector?: Readonly<Record<string, string>>;
+  /** Set when the policy uses `targetRef`/`targetRefs` (waypoint/gateway only: skipped by a sidecar). */
+  readonly hasTargetRefs: boolean;
+  readonly action: 'ALLOW' | 'DENY' | 'AUDIT';
+  /** Absent `rules` and `rules: []` are both empty. */
+  readonly rules: readonly AuthzRule[];
+  /** `istio.io/dry-run: "true"` annotation: evaluate and log, never enforce. */
+  readonly dryRun: boolean;
+}
+
+/** Where a workload's identity comes from (Proxy `identity`). */
+export type IdentitySettings =
+  /** Issue short-lived workload certificates in memory from this CA (files written by `meshlet ca init`). */
+  | {
+      readonly kind: 'ca';
+      /** CA certificate (PEM) path. */
+      readonly caCertFile: string;
+      /** CA private key (PEM) path. */
+      readonly caKeyFile: string;
+      /** Extra trust anchors (PEM) besides the CA, for anchor rotation. */
+      readonly trustBundleFile?: string;
+      /** Workload certificate lifetime, ms (default 24 h). */
+      readonly certTtl?: number;
+    }
+  /** Certificate, key and bundle files managed by someone else; watched and reloaded. */
+  | {
+      readonly kind: 'files';
+      readonly certFile: string;
+      readonly keyFile: string;
+      readonly trustBundleFile: string;
+    };
+
+/** One workload served by a node-mode proxy (Proxy `workloads[]`). */
+export interface WorkloadSpec {
+  readonly name: string;
+  readonly namespace?: string;
+  readonly serviceAccount?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Inbound listener port for this workload. */
+  readonly inboundPort: number;
+  /** `HOST:PORT` of the application. */
+  readonly app: string;
+  /** Identity for this workload; absent: the Proxy's `identity` (issuing mode issues one per workload). */
+  readonly identity?: IdentitySettings;
+}
+
 /** `meshlet.dev/v1alpha1` `Proxy`: the bootstrap of this process. Every field is optional. */
 export interface ProxySpec {
   readonly mode?: 'sidecar' | 'node';
@@ -336,6 +441,12 @@ export interface ProxySpec {
     /** Window, ms (default 10 000). */
     readonly ttl?: number;
   };
+  /** Namespace whose PeerAuthentication/AuthorizationPolicy apply mesh-wide (default `istio-system`). */
+  readonly rootNamespace?: string;
+  /** Where the workload certificate comes from; absent: no mTLS (plaintext only, PERMISSIVE inbound). */
+  readonly identity?: IdentitySettings;
+  /** Node mode: the workloads this process serves (each its own inbound port, app and identity). */
+  readonly workloads?: readonly WorkloadSpec[];
   /** How often DNS-resolved ServiceEntry hosts are re-resolved, ms (default 30 000, Envoy's dns_refresh_rate is 5 s; Istio uses the record TTL). */
   readonly dnsRefreshRate?: number;
 }
@@ -351,6 +462,8 @@ export interface ConfigBundle {
   readonly virtualServices: readonly Resource<VirtualServiceSpec>[];
   readonly destinationRules: readonly Resource<DestinationRuleSpec>[];
   readonly sidecars: readonly Resource<SidecarSpec>[];
+  readonly peerAuthentications: readonly Resource<PeerAuthenticationSpec>[];
+  readonly authorizationPolicies: readonly Resource<AuthorizationPolicySpec>[];
   /** The last `Proxy` document, or null when there is none. */
   readonly proxy: Resource<ProxySpec> | null;
   readonly issues: readonly ConfigIssue[];

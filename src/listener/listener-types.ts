@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { MtlsMode, PeerIdentity } from '../tls/identity-types.ts';
 
 /**
  * The engine-neutral HTTP interface. Every listener engine (uWebSockets.js, node:http, and h1: net
@@ -40,6 +41,13 @@ export interface IncomingRequest {
   readonly localPort: number;
   /** Whether the downstream connection is TLS (for `x-forwarded-proto`). */
   readonly secure: boolean;
+  /**
+   * The verified mTLS identity of the caller (inbound listeners with TLS), absent on plaintext
+   * connections and on TLS without a verified client certificate.
+   */
+  readonly peer?: PeerIdentity;
+  /** SNI the client sent on a TLS connection (`connection.sni` in AuthorizationPolicy). */
+  readonly sni?: string;
   /** Null when the request has no body (no Content-Length > 0 and no chunked encoding). */
   readonly body: BodyStream | null;
 }
@@ -91,6 +99,28 @@ export interface ListenOptions {
   readonly name: string;
   /** Upgrade (WebSocket) passthrough. Absent: upgrade requests get a local 501 and the connection closes. */
   readonly onUpgrade?: UpgradeHandler;
+  /** Inbound mTLS termination (h1 and node engines). Absent: plaintext only. */
+  readonly tls?: InboundTls;
+}
+
+/**
+ * What an inbound listener needs to terminate mTLS. Both functions are read per connection, so a
+ * configuration reload (PeerAuthentication) or a certificate rotation applies to new connections
+ * without a restart, and connections already open keep what they negotiated.
+ */
+export interface InboundTls {
+  /**
+   * Mode for a new connection: STRICT (TLS with a client certificate chaining to the trust bundle,
+   * else the connection is closed), PERMISSIVE (look at the first bytes: a TLS ClientHello is
+   * terminated, anything else served as plaintext), DISABLE (plaintext; TLS bytes are not
+   * terminated).
+   */
+  mode(): MtlsMode;
+  /**
+   * Server certificate + trust bundle, with client certificates requested and verified against the
+   * bundle; null while no certificate is available (then TLS connections are refused).
+   */
+  secureContext(): import('node:tls').SecureContext | null;
 }
 
 export interface Listener {

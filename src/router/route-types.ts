@@ -17,6 +17,8 @@ export interface Endpoint {
   /** ≥ 1. */
   readonly weight: number;
   readonly labels: Readonly<Record<string, string>>;
+  /** WorkloadEntry `serviceAccount` (expected server identity for ISTIO_MUTUAL), when given. */
+  readonly serviceAccount?: string;
 }
 
 /** An upstream pool: `outbound|<port>|<subset>|<host>`. */
@@ -30,6 +32,10 @@ export interface Cluster {
   readonly endpoints: readonly Endpoint[];
   /** Effective DestinationRule policy for this cluster (§3.2), or undefined. */
   readonly trafficPolicy?: TrafficPolicy;
+  /** ServiceEntry `location` (auto-mTLS never applies to MESH_EXTERNAL). Absent: MESH_EXTERNAL. */
+  readonly location?: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+  /** ServiceEntry `subjectAltNames`: expected server identities for mTLS origination. */
+  readonly subjectAltNames?: readonly string[];
   /** For metrics: `destination_service` (the FQDN). */
   readonly serviceFqdn: string;
   /** For metrics: `destination_service_name` (first label). */

@@ -1,10 +1,13 @@
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import type { UpstreamTls } from '../tls/identity-types.ts';
 
 /** Where one attempt goes: an endpoint address and port (plain HTTP/1.1 for now). */
 export interface UpstreamTarget {
   /** IP address or host name. */
   readonly address: string;
   readonly port: number;
+  /** TLS origination (mTLS); absent: plaintext. Connections are pooled per endpoint and `tls.poolKey`. */
+  readonly tls?: UpstreamTls;
 }
 
 /** What is sent upstream. Headers are final: hop-by-hop removed, forwarding headers added. */

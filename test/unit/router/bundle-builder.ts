@@ -121,6 +121,8 @@ export function bundle(parts: {
     virtualServices: parts.virtualServices ?? [],
     destinationRules: parts.destinationRules ?? [],
     sidecars: [],
+    peerAuthentications: [],
+    authorizationPolicies: [],
     proxy: null,
     issues: [],
     files: [],
