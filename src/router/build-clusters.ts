@@ -35,6 +35,8 @@ export function buildClusters(
           serviceFqdn: service.host,
           serviceName: firstLabel(service.host),
           serviceNamespace: service.namespace,
+          location: service.location,
+          ...(service.subjectAltNames.length === 0 ? {} : { subjectAltNames: service.subjectAltNames }),
           ...(policy === undefined ? {} : { trafficPolicy: policy }),
         };
         clusters.set(name, Object.freeze(cluster));

@@ -21,6 +21,10 @@ export interface ServiceRecord {
   readonly resolution: ServiceEntrySpec['resolution'];
   /** Service ports by number, in declaration order. */
   readonly ports: ReadonlyMap<number, ServicePortRecord>;
+  /** `location` of the (first) ServiceEntry: auto-mTLS never applies to MESH_EXTERNAL (spec §3.7). */
+  readonly location: ServiceEntrySpec['location'];
+  /** `subjectAltNames` of the (first) ServiceEntry: server identities expected by mTLS origination. */
+  readonly subjectAltNames: readonly string[];
 }
 
 /** Resources in load order (a stable sort, so equal orders keep their array order). */
@@ -49,6 +53,8 @@ export function buildServiceRegistry(
             addresses: se.spec.addresses,
             resolution: se.spec.resolution,
             ports,
+            location: se.spec.location,
+            subjectAltNames: se.spec.subjectAltNames,
           },
         };
         registry.set(host, entry);
@@ -74,21 +80,16 @@ function endpointsFor(spec: ServiceEntrySpec, host: string, port: ServicePort): 
 }
 
 function toEndpoint(we: WorkloadEntry, port: ServicePort): Endpoint {
-  if (we.address.startsWith('unix://')) {
-    return {
-      id: we.address,
-      address: we.address,
-      port: 0,
-      weight: Math.max(1, we.weight),
-      labels: we.labels,
-    };
-  }
-  const target = we.ports[port.name] ?? port.targetPort ?? port.number;
-  return {
-    id: `${we.address}:${target}`,
+  const unix = we.address.startsWith('unix://');
+  const target = unix ? 0 : (we.ports[port.name] ?? port.targetPort ?? port.number);
+  const endpoint: Endpoint = {
+    id: unix ? we.address : `${we.address}:${target}`,
     address: we.address,
     port: target,
     weight: Math.max(1, we.weight),
     labels: we.labels,
+    // The identity the endpoint's server certificate must carry under ISTIO_MUTUAL (spec §3.7).
+    ...(we.serviceAccount === undefined ? {} : { serviceAccount: we.serviceAccount }),
   };
+  return endpoint;
 }

@@ -363,3 +363,48 @@ t.test('hosts are expanded with the namespace of the referencing resource (pitfa
   t.equal(target(table.route(req('reviews'))), `outbound|9080||${REVIEWS}`);
   t.equal(target(table.route(req('reviews.prod'))), 'direct 418');
 });
+
+t.test(
+  'clusters carry what mTLS origination needs: location, subjectAltNames, service accounts',
+  async (t) => {
+    const table = compileRoutes(
+      bundle({
+        serviceEntries: [
+          se('internal', [REVIEWS], [port(9080)], {
+            location: 'MESH_INTERNAL',
+            subjectAltNames: ['spiffe://cluster.local/ns/default/sa/reviews'],
+            endpoints: [endpoint('10.0.0.1', { serviceAccount: 'reviews' }), endpoint('10.0.0.2')],
+          }),
+          se('external', ['api.example.com'], [port(443)], {
+            location: 'MESH_EXTERNAL',
+            resolution: 'DNS',
+          }),
+          // A second entry for the same host: the first entry's identity settings stay.
+          se('later', [REVIEWS], [port(9081)], {
+            location: 'MESH_EXTERNAL',
+            subjectAltNames: ['spiffe://other/ns/x/sa/y'],
+            endpoints: [endpoint('10.0.0.3')],
+          }),
+        ],
+        destinationRules: [dr('reviews', REVIEWS, [subset('v1', { version: 'v1' })])],
+      }),
+      options(),
+    );
+    const c = table.clusters.get(`outbound|9080||${REVIEWS}`);
+    t.equal(c?.location, 'MESH_INTERNAL');
+    t.same(c?.subjectAltNames, ['spiffe://cluster.local/ns/default/sa/reviews']);
+    t.same(
+      c?.endpoints.map((e) => e.serviceAccount),
+      ['reviews', undefined],
+      'the WorkloadEntry service account, absent when not given',
+    );
+    t.notOk('serviceAccount' in (c?.endpoints[1] ?? {}), 'no key at all without one');
+    const sub = table.clusters.get(`outbound|9080|v1|${REVIEWS}`);
+    t.equal(sub?.location, 'MESH_INTERNAL', 'subset clusters too');
+    t.same(sub?.subjectAltNames, ['spiffe://cluster.local/ns/default/sa/reviews']);
+    t.equal(table.clusters.get(`outbound|9081||${REVIEWS}`)?.location, 'MESH_INTERNAL', 'first entry wins');
+    const ext = table.clusters.get('outbound|443||api.example.com');
+    t.equal(ext?.location, 'MESH_EXTERNAL');
+    t.equal(ext?.subjectAltNames, undefined, 'no SAN list when the entry has none');
+  },
+);
