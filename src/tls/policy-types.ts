@@ -24,6 +24,11 @@ export interface AuthzRequest {
   readonly headers: HeaderList;
   /** Direct peer IP. */
   readonly sourceIp: string;
+  /**
+   * Local (workload) IP the connection arrived on, for the `destination.ip` condition. Absent when
+   * the caller does not know it: `destination.ip` values then never match and notValues always do.
+   */
+  readonly destinationIp?: string;
   /** Verified mTLS identity; absent on plaintext. */
   readonly peer?: PeerIdentity;
   /** SNI of the TLS connection, when any. */
