@@ -27,6 +27,13 @@ export interface LocalReply {
   readonly body: string;
   /** Headers the reply always carries besides the content headers (e.g. `x-envoy-overloaded`). */
   readonly headers?: HeaderList;
+  /**
+   * The body goes out exactly as written, without the trailing newline of the other replies, for
+   * replies whose exact bytes clients compare (Envoy's `RBAC: access denied`).
+   */
+  readonly exactBody?: boolean;
+  /** Default `text/plain`. */
+  readonly contentType?: string;
 }
 
 const reply = (status: number, flags: string, body: string): LocalReply => ({ status, flags, body });
@@ -65,6 +72,40 @@ export const LOCAL_REPLIES = {
 } as const satisfies Record<string, LocalReply>;
 
 /**
+ * A connection failure caused by TLS origination (no workload certificate, handshake failure, server
+ * identity mismatch): 503 UF with the reason appended as Envoy's `transport failure reason`.
+ */
+export function transportFailureReply(reason: string): LocalReply {
+  return reply(503, 'UF', `${LOCAL_REPLIES.connectFailure.body}, transport failure reason: ${reason}`);
+}
+
+/** Envoy's RBAC denial body (spec §6.4), byte for byte: clients and tests compare it. */
+export const RBAC_DENIED_BODY = 'RBAC: access denied';
+
+const RBAC_DENIED: LocalReply = { status: 403, flags: '', body: RBAC_DENIED_BODY, exactBody: true };
+
+/**
+ * gRPC clients read the status from `grpc-status`, not from the HTTP status, so Envoy answers them
+ * HTTP 200 with `grpc-status: 7` (PERMISSION_DENIED) and the message percent-encoded, no body.
+ */
+const RBAC_DENIED_GRPC: LocalReply = {
+  status: 200,
+  flags: '',
+  body: '',
+  exactBody: true,
+  contentType: 'application/grpc',
+  headers: ['grpc-status', '7', 'grpc-message', encodeURIComponent(RBAC_DENIED_BODY)],
+};
+
+/**
+ * The reply to a request an AuthorizationPolicy denied (spec §6.4): 403 `RBAC: access denied`, or the
+ * gRPC form for a gRPC caller. No response flag, as in Envoy (the reason goes to the access log).
+ */
+export function rbacDeniedReply(grpc: boolean): LocalReply {
+  return grpc ? RBAC_DENIED_GRPC : RBAC_DENIED;
+}
+
+/**
  * The same reply with `URX` added: the failure was retriable but no retry was left (spec §2.5), e.g.
  * `UF,URX` after the last connect failure.
  */
@@ -92,10 +133,10 @@ export function sendLocalReply(
   close = false,
 ): void {
   if (res.aborted) return;
-  const body = Buffer.from(`${r.body}\n`);
+  const body = Buffer.from(r.exactBody === true ? r.body : `${r.body}\n`);
   const headers = extra.slice();
   if (r.headers !== undefined) headers.push(...r.headers);
-  headers.push('content-type', 'text/plain', 'content-length', String(body.length));
+  headers.push('content-type', r.contentType ?? 'text/plain', 'content-length', String(body.length));
   if (r.flags !== '') headers.push('x-meshlet-flags', r.flags);
   res.writeHead(r.status, headers);
   res.end(body, close);

@@ -19,6 +19,18 @@ export interface AccessLogEntry {
   readonly request_id: string;
   readonly route_name: string;
   readonly reporter: 'source' | 'destination';
+  /**
+   * Why the proxy answered as it did when it decided itself, Envoy's `%RESPONSE_CODE_DETAILS%`:
+   * `rbac_access_denied_matched_policy[ns-name-rule[i]]` (or `[none]`) for an AuthorizationPolicy
+   * denial, which has no response flag. '-' otherwise.
+   */
+  readonly response_code_details: string;
+  /** Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: why mTLS origination failed (UF), else '-'. */
+  readonly upstream_transport_failure_reason: string;
+  /** Envoy's `%DOWNSTREAM_PEER_URI_SAN%`: the caller's verified SPIFFE id (inbound mTLS), else '-'. */
+  readonly downstream_peer_uri_san: string;
+  /** Envoy's `%REQUESTED_SERVER_NAME%`: the SNI of the downstream TLS connection, else '-'. */
+  readonly requested_server_name: string;
 }
 
 export class AccessLog {

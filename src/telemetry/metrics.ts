@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, type Metric, Registry } from 'prom-client';
 import type { ClusterState } from '../balancer/cluster-types.ts';
+import type { WorkloadCertificate } from '../tls/identity-types.ts';
 import { ResilienceMetrics } from './resilience-metrics.ts';
 import type { ResilienceStats } from './resilience-stats.ts';
 
@@ -63,6 +64,24 @@ export interface PeerDescription {
   readonly serviceFqdn: string;
   readonly serviceName: string;
   readonly serviceNamespace: string;
+}
+
+/**
+ * What mTLS tells about one request, for the principal labels (spec §7.2). Absent: nothing known,
+ * every principal `unknown` and the connection `none` (destination side).
+ */
+export interface SecurityLabels {
+  /** `spiffe://…` of the caller, or `unknown`. */
+  readonly sourcePrincipal: string;
+  /** `spiffe://…` of the server, or `unknown`. */
+  readonly destinationPrincipal: string;
+  /** Destination side: the caller came over mTLS (peer certificate and our own both present). */
+  readonly mutualTls: boolean;
+  /**
+   * Destination side: the caller's namespace from its certificate's `/ns/` segment, which Istio uses
+   * for `source_workload_namespace` when there is one.
+   */
+  readonly peerNamespace?: string;
 }
 
 /** One label combination of the request metrics: a counter and a histogram, updated together. */
@@ -180,6 +199,11 @@ export class MeshMetrics {
   private readonly requests = new IstioRequestMetrics();
   private readonly reloads: Counter<'result'>;
   private resilience: ResilienceMetrics | undefined;
+  private readonly authz: Readonly<Record<AuthzOutcome, Counter<'workload'>>>;
+  private identities: () => Iterable<CertificateHolder> = () => [];
+  private handshakeSources: () => Iterable<HandshakeErrorSource> = () => [];
+  /** Wall clock (epoch ms) for certificate expiry; injected by tests. */
+  private wallClock: () => number = Date.now;
 
   constructor() {
     this.registry.registerMetric(this.requests.counter as unknown as Metric);
@@ -191,6 +215,65 @@ export class MeshMetrics {
       registers: [this.registry],
     });
     for (const result of ['applied', 'rejected', 'unchanged']) this.reloads.labels(result).inc(0);
+    const authz = (name: string, help: string): Counter<'workload'> =>
+      new Counter({ name, help, labelNames: ['workload'], registers: [this.registry] });
+    this.authz = {
+      denied: authz(
+        'meshlet_authz_denied_total',
+        'Requests denied by AuthorizationPolicy (403 RBAC: access denied), per workload.',
+      ),
+      dry_run_denied: authz(
+        'meshlet_authz_dry_run_denied_total',
+        'Requests a dry-run AuthorizationPolicy would have denied (logged, not enforced), per workload.',
+      ),
+      audited: authz(
+        'meshlet_authz_audited_total',
+        'Requests an AUDIT AuthorizationPolicy rule matched, per workload.',
+      ),
+    };
+    this.registry.registerMetric(
+      scrapedMetric(
+        'meshlet_certificate_expiry_seconds',
+        'Seconds until the workload certificate expires (negative once expired), per SPIFFE id.',
+        'gauge',
+        () => {
+          const now = this.wallClock();
+          const values: MetricValue[] = [];
+          for (const h of this.identities()) {
+            const cert = h.current();
+            if (cert !== null)
+              values.push({
+                labels: { spiffe_id: h.spiffeId },
+                value: (cert.notAfter.getTime() - now) / 1000,
+              });
+          }
+          return values;
+        },
+      ),
+    );
+    this.registry.registerMetric(
+      scrapedMetric(
+        'meshlet_certificate_rotations_total',
+        'Workload certificates replaced after the first one (renewals and file updates), per SPIFFE id.',
+        'counter',
+        () => [...this.identities()].map((h) => ({ labels: { spiffe_id: h.spiffeId }, value: h.rotations })),
+      ),
+    );
+    this.registry.registerMetric(
+      scrapedMetric(
+        'meshlet_tls_handshake_errors_total',
+        'Inbound TLS handshakes that failed (no, expired or untrusted client certificate, plaintext to STRICT), per listener.',
+        'counter',
+        () => {
+          const values: MetricValue[] = [];
+          for (const l of this.handshakeSources()) {
+            const count = l.tlsHandshakeErrors?.();
+            if (count !== undefined) values.push({ labels: { listener: l.name }, value: count });
+          }
+          return values;
+        },
+      ),
+    );
     collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_' });
     // prom-client exports three gauges named `*_total`, which `promtool check metrics` refuses
     // (only counters end in `_total`). Each is the sum of the per-type gauge of the same name
@@ -213,6 +296,25 @@ export class MeshMetrics {
     if (this.resilience === undefined)
       this.resilience = new ResilienceMetrics(this.registry, { clusters, stats, now });
     else this.resilience.sources = { clusters, stats, now };
+  }
+
+  /**
+   * The certificates to report (`meshlet_certificate_expiry_seconds`, `..._rotations_total`), read
+   * at scrape time. `wallClock`: epoch ms (default `Date.now`).
+   */
+  attachIdentities(holders: () => Iterable<CertificateHolder>, wallClock: () => number = Date.now): void {
+    this.identities = holders;
+    this.wallClock = wallClock;
+  }
+
+  /** Listeners whose TLS handshake error counts are reported, read at scrape time. */
+  attachListeners(listeners: () => Iterable<HandshakeErrorSource>): void {
+    this.handshakeSources = listeners;
+  }
+
+  /** An authorization outcome other than a plain allow (allowed requests cost nothing here). */
+  authzDecision(workload: string, outcome: AuthzOutcome): void {
+    this.authz[outcome].labels(workload).inc();
   }
 
   reload(result: 'applied' | 'rejected' | 'unchanged'): void {
@@ -250,6 +352,40 @@ export class MeshMetrics {
   }
 }
 
+/** Authorization outcomes that are counted (a plain allow is not). */
+export type AuthzOutcome = 'denied' | 'dry_run_denied' | 'audited';
+
+/** A certificate to report: its SPIFFE id and where the current one is read. */
+export interface CertificateHolder {
+  readonly spiffeId: string;
+  current(): WorkloadCertificate | null;
+  readonly rotations: number;
+}
+
+/** A listener that may count failed TLS handshakes (inbound mTLS listeners do). */
+export interface HandshakeErrorSource {
+  readonly name: string;
+  tlsHandshakeErrors?(): number;
+}
+
+/** A metric whose values are computed when `/metrics` is scraped (nothing is kept between scrapes). */
+function scrapedMetric(
+  name: string,
+  help: string,
+  type: 'counter' | 'gauge',
+  values: () => MetricValue[],
+): Metric {
+  const metric = {
+    name,
+    help,
+    type,
+    aggregator: 'sum',
+    get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
+    reset: () => {},
+  };
+  return metric as unknown as Metric;
+}
+
 /** Canonical service and revision per spec §7.2. */
 export function canonicalOf(
   labels: Readonly<Record<string, string>>,
@@ -278,11 +414,12 @@ export function istioLabels(
   peerLabels: Readonly<Record<string, string>>,
   code: number,
   flags: string,
+  security?: SecurityLabels,
 ): IstioLabelValues {
   const peerCanonical = canonicalOf(peerLabels, 'unknown');
   const peerSide = {
     workload: peerLabels['app'] ?? 'unknown',
-    namespace: peer.serviceNamespace,
+    namespace: security?.peerNamespace ?? peer.serviceNamespace,
     app: peerLabels['app'] ?? 'unknown',
     version: peerLabels['version'] ?? 'unknown',
     canonicalService: peerCanonical.service,
@@ -295,7 +432,7 @@ export function istioLabels(
     reporter,
     source_workload: src.workload,
     source_workload_namespace: src.namespace,
-    source_principal: 'unknown',
+    source_principal: security?.sourcePrincipal ?? 'unknown',
     source_app: src.app,
     source_version: src.version,
     source_canonical_service: src.canonicalService,
@@ -303,7 +440,7 @@ export function istioLabels(
     source_cluster: src.cluster,
     destination_workload: dst.workload,
     destination_workload_namespace: dst.namespace,
-    destination_principal: 'unknown',
+    destination_principal: security?.destinationPrincipal ?? 'unknown',
     destination_app: dst.app,
     destination_version: dst.version,
     destination_service: peer.serviceFqdn,
@@ -316,6 +453,7 @@ export function istioLabels(
     response_code: String(code),
     grpc_response_status: '',
     response_flags: flags === '' ? '-' : flags,
-    connection_security_policy: reporter === 'source' ? 'unknown' : 'none',
+    connection_security_policy:
+      reporter === 'source' ? 'unknown' : security?.mutualTls === true ? 'mutual_tls' : 'none',
   };
 }

@@ -18,6 +18,10 @@ const entry = (code: number): AccessLogEntry => ({
   request_id: 'id',
   route_name: '-',
   reporter: 'source',
+  response_code_details: '-',
+  upstream_transport_failure_reason: '-',
+  downstream_peer_uri_san: '-',
+  requested_server_name: '-',
 });
 
 t.test('access log lines are batched into one write per tick', async (t) => {

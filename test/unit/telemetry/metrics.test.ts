@@ -88,3 +88,65 @@ t.test('counter and histogram exposition', async (t) => {
   t.match(text, /meshlet_config_reloads_total\{result="applied"\} 0\n/);
   t.match(text, /meshlet_process_cpu_seconds_total/);
 });
+
+t.test('principal labels and connection security policy', async (t) => {
+  const inbound = istioLabels('destination', self, peer, {}, 200, '', {
+    sourcePrincipal: 'spiffe://cluster.local/ns/shop/sa/a',
+    destinationPrincipal: 'spiffe://cluster.local/ns/default/sa/productpage',
+    mutualTls: true,
+    peerNamespace: 'shop',
+  });
+  t.equal(inbound.source_principal, 'spiffe://cluster.local/ns/shop/sa/a');
+  t.equal(inbound.destination_principal, 'spiffe://cluster.local/ns/default/sa/productpage');
+  t.equal(inbound.connection_security_policy, 'mutual_tls');
+  t.equal(inbound.source_workload_namespace, 'shop', "the caller's namespace from its certificate");
+  t.equal(inbound.destination_service_namespace, 'default');
+  const outbound = istioLabels('source', self, peer, {}, 200, '', {
+    sourcePrincipal: 'spiffe://cluster.local/ns/default/sa/productpage',
+    destinationPrincipal: 'spiffe://cluster.local/ns/default/sa/reviews',
+    mutualTls: true,
+  });
+  t.equal(outbound.connection_security_policy, 'unknown', 'unknown on the client side even with mTLS');
+  t.equal(outbound.destination_principal, 'spiffe://cluster.local/ns/default/sa/reviews');
+  const plain = istioLabels('destination', self, peer, {}, 200, '');
+  t.same([plain.source_principal, plain.destination_principal], ['unknown', 'unknown']);
+});
+
+t.test('certificate metrics are computed at scrape time; handshake errors per listener', async (t) => {
+  const m = new MeshMetrics();
+  let now = Date.UTC(2026, 0, 1);
+  let cert: { notAfter: Date } | null = null;
+  let rotations = 0;
+  m.attachIdentities(
+    () => [
+      {
+        spiffeId: 'spiffe://cluster.local/ns/default/sa/a',
+        current: () => (cert === null ? null : ({ notAfter: cert.notAfter } as never)),
+        get rotations() {
+          return rotations;
+        },
+      },
+    ],
+    () => now,
+  );
+  m.attachListeners(() => [{ name: 'inbound', tlsHandshakeErrors: () => 4 }, { name: 'outbound' }]);
+  let text = await m.exposition();
+  t.notMatch(text, /meshlet_certificate_expiry_seconds\{/, 'no certificate yet: no series');
+  t.match(
+    text,
+    /meshlet_certificate_rotations_total\{spiffe_id="spiffe:\/\/cluster.local\/ns\/default\/sa\/a"\} 0/,
+  );
+  t.match(text, /meshlet_tls_handshake_errors_total\{listener="inbound"\} 4/);
+  t.notMatch(text, /listener="outbound"/, 'a listener without TLS has no counter');
+  cert = { notAfter: new Date(now + 3600_000) };
+  rotations = 2;
+  now += 600_000;
+  text = await m.exposition();
+  t.match(
+    text,
+    /meshlet_certificate_expiry_seconds\{spiffe_id="spiffe:\/\/cluster.local\/ns\/default\/sa\/a"\} 3000/,
+  );
+  t.match(text, /meshlet_certificate_rotations_total\{[^}]*\} 2/);
+  t.match(text, /# TYPE meshlet_certificate_expiry_seconds gauge/);
+  t.match(text, /# TYPE meshlet_certificate_rotations_total counter/);
+});
