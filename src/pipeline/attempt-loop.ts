@@ -21,7 +21,12 @@
  */
 import type { AttemptResult, ClusterState, PickContext } from '../balancer/cluster-types.ts';
 import type { HTTPRetry } from '../config/resource-types.ts';
-import { LOCAL_REPLIES, type LocalReply, retriesExhausted } from '../errors/local-reply.ts';
+import {
+  LOCAL_REPLIES,
+  type LocalReply,
+  retriesExhausted,
+  transportFailureReply,
+} from '../errors/local-reply.ts';
 import type { HeaderList } from '../listener/listener-types.ts';
 import { ReplayBody } from '../resilience/replay-body.ts';
 import {
@@ -40,6 +45,7 @@ import type { Cluster } from '../router/route-types.ts';
 import { prepareUpstreamHeaders } from '../upstream/forward-headers.ts';
 import type { UpstreamFailure, UpstreamRequest, UpstreamTarget } from '../upstream/upstream-types.ts';
 import { ADMISSION_HELD, ADMISSION_QUEUED, type Exchange } from './exchange.ts';
+import { attemptTarget } from './origination-stage.ts';
 import { headerValue } from './request-target.ts';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -166,6 +172,8 @@ export function attempt(ex: Exchange): void {
   const { deps, timers } = ex.owner;
   const state = ex.state;
   let target: UpstreamTarget;
+  /** Why TLS cannot be originated for this attempt (no workload certificate), else null. */
+  let cannotOriginate: string | null = null;
   if (state !== null) {
     const pick = state.pick(pickContextOf(ex), ex.attempts > 0 ? excludeOnRetry(ex, state) : undefined);
     if (pick === null) {
@@ -176,8 +184,19 @@ export function attempt(ex: Exchange): void {
     ex.endpoint = endpoint;
     ex.tried?.add(endpoint.id);
     if (pick.setCookie !== undefined) ex.setCookie = pick.setCookie;
-    state.attemptStarted(endpoint);
-    target = endpoint;
+    const to = attemptTarget(deps, ex.cluster!, endpoint);
+    if (to.ok) {
+      target = to.target;
+      ex.upstreamTls = to.tls;
+      ex.localFailure = false;
+      state.attemptStarted(endpoint);
+    } else {
+      // Not the endpoint's fault: it takes no load feedback and no outlier count for this attempt.
+      target = endpoint;
+      ex.upstreamTls = undefined;
+      ex.localFailure = true;
+      cannotOriginate = to.reason;
+    }
   } else {
     // Without a cluster state the stage that routed the request set the fixed target.
     target = ex.target!;
@@ -192,6 +211,12 @@ export function attempt(ex: Exchange): void {
   // retry, the clock is read.
   ex.attemptStartedAt = ex.attempts === 1 && !ex.waited ? ex.startedAt : deps.now();
   const seq = ++ex.attemptSeq;
+  if (cannotOriginate !== null) {
+    // Fails as a connection failure that sent nothing (UF, retried like one), reason in the log.
+    ex.noteTlsFailure(cannotOriginate);
+    onAttemptError(ex, 'connect', false, false);
+    return;
+  }
   const perTry = ex.policy.perTryTimeoutMs;
   if (perTry !== undefined) ex.tryTimer = timers.start(() => onPerTryTimeout(ex, seq), perTry);
   const replay = ex.replay;
@@ -234,7 +259,7 @@ export function closeAttempt(ex: Exchange, failure: AttemptResult['failure']): v
   if (state === null) return;
   const status = ex.upstreamStatus;
   const endpoint = ex.endpoint;
-  if (endpoint !== null) {
+  if (endpoint !== null && !ex.localFailure) {
     const rttMs = status > 0 ? ex.rttMs : ex.owner.deps.now() - ex.attemptStartedAt;
     state.attemptEnded(endpoint, { rttMs, status, failure });
   }
@@ -321,7 +346,11 @@ export function onAttemptError(
     retryAfter(ex, verdict.delayMs);
     return;
   }
-  const r = failureReply(failure);
+  // A TLS failure says why in the body, as Envoy's `transport failure reason` does.
+  const r =
+    ex.tlsFailure !== '' && failure === 'connect'
+      ? transportFailureReply(ex.tlsFailure)
+      : failureReply(failure);
   ex.reply(verdict.reason === 'exhausted' ? retriesExhausted(r) : r);
 }
 

@@ -7,6 +7,7 @@ import type { RetryGate } from '../resilience/retry-decision.ts';
 import { type CompiledRetryPolicy, NO_RETRY_POLICY } from '../resilience/retry-policy.ts';
 import type { Cluster, Endpoint } from '../router/route-types.ts';
 import type { PeerDescription } from '../telemetry/metrics.ts';
+import type { UpstreamTls } from '../tls/identity-types.ts';
 import type {
   UpstreamCall,
   UpstreamFailure,
@@ -15,7 +16,7 @@ import type {
 } from '../upstream/upstream-types.ts';
 import { closeAttempt, onAttemptEnd, onAttemptError, onAttemptHeaders } from './attempt-loop.ts';
 import type { MirrorCopy } from './mirror-stage.ts';
-import type { ExchangeOwner, TimerHandle } from './pipeline-types.ts';
+import type { ExchangeOwner, InboundWorkload, TimerHandle } from './pipeline-types.ts';
 
 export const PASSTHROUGH_PEER: PeerDescription = {
   serviceFqdn: 'unknown',
@@ -62,6 +63,10 @@ export class Exchange implements UpstreamHandler, RetryGate {
   routeName = '';
   requestId = '';
   responseEdits: readonly HeaderOps[] = [];
+  /** Inbound: the workload this request is for (its application, identity and policies). */
+  workload: InboundWorkload | null = null;
+  /** Why the proxy answered itself without a flag (RBAC denial): `response_code_details`. */
+  details = '';
 
   // ---- the request as every attempt sends it ----
   upstreamHeaders: HeaderList = [];
@@ -120,6 +125,15 @@ export class Exchange implements UpstreamHandler, RetryGate {
   attemptIsRetry = false;
   /** A `Set-Cookie` value the balancer made up (consistent hash on a cookie with a TTL). */
   setCookie: string | null = null;
+  /** TLS the current (or last) attempt originated; undefined for plaintext. */
+  upstreamTls: UpstreamTls | undefined = undefined;
+  /**
+   * The current attempt failed before reaching the endpoint for a reason of this proxy's own (no
+   * workload certificate to originate mTLS with): the endpoint is not blamed for it.
+   */
+  localFailure = false;
+  /** Why the last TLS origination failed (`upstream_transport_failure_reason`), '' when none did. */
+  tlsFailure = '';
 
   constructor(
     owner: ExchangeOwner,
@@ -162,13 +176,27 @@ export class Exchange implements UpstreamHandler, RetryGate {
     }
   }
 
-  onError(failure: UpstreamFailure, afterHeaders: boolean, _detail: string, requestWritten?: boolean): void {
+  onError(failure: UpstreamFailure, afterHeaders: boolean, detail: string, requestWritten?: boolean): void {
     if (this.finished) return;
     try {
+      // A connection failure on a TLS attempt is where a handshake or server identity failure shows
+      // (the client reports both as `connect`): its reason is kept for the log and the reply.
+      if (failure === 'connect' && this.upstreamTls !== undefined) this.noteTlsFailure(detail);
       onAttemptError(this, failure, afterHeaders, requestWritten !== false);
     } catch (err) {
       this.internalError(err);
     }
+  }
+
+  /** Keeps the reason a TLS origination failed and reports it (rate-limited by the receiver). */
+  noteTlsFailure(reason: string): void {
+    this.tlsFailure = reason;
+    this.owner.deps.onSecurityEvent?.({
+      kind: 'upstream-tls',
+      cluster: this.cluster?.name ?? '-',
+      endpoint: this.endpoint?.id ?? '-',
+      reason,
+    });
   }
 
   // ---- RetryGate: the cluster's retry budget and concurrent-retry limit ----

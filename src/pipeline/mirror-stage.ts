@@ -11,7 +11,7 @@
  */
 import type { ClusterState, PickContext } from '../balancer/cluster-types.ts';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
-import type { Endpoint, MirrorTarget } from '../router/route-types.ts';
+import type { Cluster, Endpoint, MirrorTarget } from '../router/route-types.ts';
 import type {
   UpstreamCall,
   UpstreamFailure,
@@ -20,6 +20,7 @@ import type {
 } from '../upstream/upstream-types.ts';
 import { pickContextOf } from './attempt-loop.ts';
 import type { Exchange } from './exchange.ts';
+import { attemptTarget } from './origination-stage.ts';
 import type { PipelineDeps, TimerHandle, Timers } from './pipeline-types.ts';
 
 /** The largest request body that is mirrored (the same bound as the retry replay buffer). */
@@ -138,6 +139,7 @@ export class MirrorCopy {
         new MirrorAttempt(
           this.deps,
           this.timers,
+          target.cluster,
           this.deps.clusters.get(target.cluster),
           this.request,
           body,
@@ -185,6 +187,7 @@ class MirrorTap implements BodyStream {
 class MirrorAttempt implements UpstreamHandler {
   private readonly deps: PipelineDeps;
   private readonly timers: Timers;
+  private readonly cluster: Cluster;
   private readonly state: ClusterState;
   private readonly request: MirrorRequest;
   private readonly body: readonly Buffer[] | null;
@@ -201,12 +204,14 @@ class MirrorAttempt implements UpstreamHandler {
   constructor(
     deps: PipelineDeps,
     timers: Timers,
+    cluster: Cluster,
     state: ClusterState,
     request: MirrorRequest,
     body: readonly Buffer[] | null,
   ) {
     this.deps = deps;
     this.timers = timers;
+    this.cluster = cluster;
     this.state = state;
     this.request = request;
     this.body = body;
@@ -246,6 +251,13 @@ class MirrorAttempt implements UpstreamHandler {
       this.fail(null);
       return;
     }
+    // Copies originate mTLS like the primary; without a certificate the copy fails (counted), and
+    // the endpoint, which did nothing wrong, gets no feedback.
+    const to = attemptTarget(this.deps, this.cluster, pick.endpoint);
+    if (!to.ok) {
+      this.fail(null);
+      return;
+    }
     const endpoint = pick.endpoint;
     this.endpoint = endpoint;
     this.state.attemptStarted(endpoint);
@@ -259,7 +271,7 @@ class MirrorAttempt implements UpstreamHandler {
       expectContinue: false,
     };
     if (this.state.connection !== undefined) request.pool = this.state.connection;
-    const call = this.deps.upstream.send(endpoint, request, this);
+    const call = this.deps.upstream.send(to.target, request, this);
     if (this.done) call.abort();
     else this.call = call;
   }

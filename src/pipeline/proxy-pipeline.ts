@@ -4,10 +4,18 @@ import { DEFAULT_INBOUND_RETRY_POLICY, NO_RETRY_POLICY } from '../resilience/ret
 import { applyHeaderOps } from '../router/header-edits.ts';
 import type { RouteDecision } from '../router/route-types.ts';
 import { keepBodyForRetries, prepareRequest, retryPolicyFor, startAttempts } from './attempt-loop.ts';
+import { secureInbound } from './authz-stage.ts';
 import { Exchange, PASSTHROUGH_PEER } from './exchange.ts';
 import { applyFault } from './fault-stage.ts';
 import { drawMirrors, type MirrorCopy } from './mirror-stage.ts';
-import { type ExchangeOwner, NODE_TIMERS, type PipelineDeps, type Timers } from './pipeline-types.ts';
+import {
+  type ExchangeOwner,
+  type InboundWorkload,
+  NODE_TIMERS,
+  OPEN_POLICY,
+  type PipelineDeps,
+  type Timers,
+} from './pipeline-types.ts';
 import { parseRequestTarget, splitAuthority } from './request-target.ts';
 import { TelemetryStage } from './telemetry-stage.ts';
 import { upgradeHandler } from './upgrade-stage.ts';
@@ -39,7 +47,13 @@ export type { PipelineDeps, Timers } from './pipeline-types.ts';
  *                  backpressure; the attempt's load feedback ends with the body.
  *  13. telemetry   (telemetry-stage.ts) metrics and the access log observe the finished exchange.
  *
- * Inbound requests skip 3–9: they go to the local application with the inbound retry policy.
+ * Outbound attempts originate mTLS where the destination asks for it (origination-stage.ts, spec
+ * §3.7): a plaintext endpoint costs one call to the (caching) origination module.
+ *
+ * Inbound requests skip 3–9. Instead (authz-stage.ts): plaintext under STRICT is refused, an outside
+ * `x-forwarded-client-cert` is removed, AuthorizationPolicy decides (403 on deny), and a verified
+ * caller's identity is passed on in `x-forwarded-client-cert`; then they go to the workload's
+ * application with the inbound retry policy.
  * Every reply the proxy makes itself goes through errors/local-reply.ts.
  */
 export class ProxyPipeline implements ExchangeOwner {
@@ -53,6 +67,8 @@ export class ProxyPipeline implements ExchangeOwner {
     this.deps = deps;
     this.timers = deps.timers ?? NODE_TIMERS;
     this.telemetry = new TelemetryStage(deps);
+    this.defaultWorkload = deps.inboundWorkload ?? plainWorkload(deps);
+    this.inbound = this.inboundFor(this.defaultWorkload);
   }
 
   /** The outbound listener's handler: the app calls other services through it. */
@@ -66,18 +82,35 @@ export class ProxyPipeline implements ExchangeOwner {
   };
 
   /** The inbound listener's handler: peers call the local application through it. */
-  readonly inbound: RequestHandler = (req, res) => {
-    const ex = new Exchange(this, req, res, 'destination');
-    try {
-      this.routeInbound(ex);
-    } catch (err) {
-      ex.internalError(err);
-    }
-  };
+  readonly inbound: RequestHandler;
 
-  /** Upgrade (WebSocket) passthrough, see upgrade-stage.ts. */
+  /**
+   * The inbound handler of one workload (node mode: one inbound listener per workload, each with
+   * its own application, identity and policies).
+   */
+  inboundFor(workload: InboundWorkload): RequestHandler {
+    return (req, res) => {
+      const ex = new Exchange(this, req, res, 'destination');
+      ex.workload = workload;
+      try {
+        this.routeInbound(ex, workload);
+      } catch (err) {
+        ex.internalError(err);
+      }
+    };
+  }
+
+  /** Upgrade (WebSocket) passthrough, see upgrade-stage.ts. Inbound: for the default workload. */
   readonly upgrade = (reporter: 'source' | 'destination'): UpgradeHandler =>
-    upgradeHandler(this.deps, reporter);
+    upgradeHandler(this.deps, reporter, this.defaultWorkload);
+
+  /** Inbound upgrade passthrough for one workload (node mode). */
+  upgradeFor(workload: InboundWorkload): UpgradeHandler {
+    return upgradeHandler(this.deps, 'destination', workload);
+  }
+
+  /** The workload `inbound` serves. */
+  readonly defaultWorkload: InboundWorkload;
 
   /** ExchangeOwner: the exchange is over. */
   finished(ex: Exchange): void {
@@ -113,7 +146,7 @@ export class ProxyPipeline implements ExchangeOwner {
     this.dispatchDecision(ex, decision);
   }
 
-  private routeInbound(ex: Exchange): void {
+  private routeInbound(ex: Exchange, workload: InboundWorkload): void {
     const req = ex.req;
     this.begin(ex);
     const target = parseRequestTarget(req.target, req.headers);
@@ -124,9 +157,12 @@ export class ProxyPipeline implements ExchangeOwner {
     ex.peer = {
       serviceFqdn: host === '' ? 'unknown' : host,
       serviceName: host === '' ? 'InboundPassthroughCluster' : (host.split('.')[0] ?? host),
-      serviceNamespace: this.deps.namespace,
+      serviceNamespace: workload.namespace,
     };
-    const app = this.deps.app;
+    // Security first: nothing reaches the application before the caller is authorized.
+    const headers = secureInbound(ex, workload, workload.policy(this.deps.store.current));
+    if (headers === null) return;
+    const app = workload.app;
     if (app === null) {
       ex.reply(LOCAL_REPLIES.noUpstreamForInbound);
       return;
@@ -135,7 +171,7 @@ export class ProxyPipeline implements ExchangeOwner {
     ex.target = app;
     // Server side: 2 retries on reset-before-request only (spec §2.5), no route timeout.
     ex.policy = DEFAULT_INBOUND_RETRY_POLICY;
-    prepareRequest(ex, ex.req.headers);
+    prepareRequest(ex, headers);
     keepBodyForRetries(ex);
     startAttempts(ex, undefined);
   }
@@ -217,4 +253,16 @@ export class ProxyPipeline implements ExchangeOwner {
     ex.bytesSent = body?.length ?? 0;
     ex.finish();
   }
+}
+
+/** The workload of a pipeline configured without one: plaintext, no policies. */
+function plainWorkload(deps: PipelineDeps): InboundWorkload {
+  return {
+    name: deps.identity.workload,
+    app: deps.app,
+    identity: deps.identity,
+    namespace: deps.namespace,
+    spiffeId: () => null,
+    policy: () => OPEN_POLICY,
+  };
 }

@@ -3,8 +3,9 @@
  * changes the response. It is the only stage that reads the whole exchange.
  */
 import type { Endpoint } from '../router/route-types.ts';
-import { istioLabels, type RequestSeries } from '../telemetry/metrics.ts';
+import { istioLabels, type RequestSeries, type SecurityLabels } from '../telemetry/metrics.ts';
 import type { Exchange } from './exchange.ts';
+import { upstreamPrincipal } from './origination-stage.ts';
 import type { PipelineDeps } from './pipeline-types.ts';
 import { headerValue } from './request-target.ts';
 
@@ -19,6 +20,8 @@ interface EndpointSeries {
   readonly reporter: 'source' | 'destination';
   readonly serviceFqdn: string;
   readonly serviceName: string;
+  /** `upstreamPrincipal` of the attempts these series count ('' for plaintext). */
+  readonly principal: string;
   readonly byCode: Map<number, RequestSeries>;
 }
 
@@ -32,18 +35,28 @@ export class TelemetryStage {
   }
 
   observe(ex: Exchange): void {
-    const { metrics, identity, accessLog, now } = this.deps;
+    const { metrics, accessLog, now } = this.deps;
     const duration = now() - ex.startedAt;
     const code = ex.res.aborted && !ex.headersSent ? 0 : ex.status;
     const peer = ex.peer;
     const endpoint = ex.endpoint;
+    const identity = ex.workload?.identity ?? this.deps.identity;
     if (endpoint !== null && ex.flags === '') {
       // The common case (a request forwarded to an endpoint) keeps its series: no key to build.
       metrics.observe(this.endpointSeries(ex, endpoint, code), duration);
     } else {
       metrics.record(
         metricKey(ex, code),
-        () => istioLabels(ex.reporter, identity, peer, endpoint?.labels ?? NO_LABELS, code, ex.flags),
+        () =>
+          istioLabels(
+            ex.reporter,
+            identity,
+            peer,
+            endpoint?.labels ?? NO_LABELS,
+            code,
+            ex.flags,
+            this.securityLabels(ex),
+          ),
         duration,
       );
     }
@@ -64,6 +77,10 @@ export class TelemetryStage {
         request_id: ex.requestId === '' ? '-' : ex.requestId,
         route_name: ex.routeName === '' ? '-' : ex.routeName,
         reporter: ex.reporter,
+        response_code_details: ex.details === '' ? '-' : ex.details,
+        upstream_transport_failure_reason: ex.tlsFailure === '' ? '-' : ex.tlsFailure,
+        downstream_peer_uri_san: ex.req.peer?.spiffeId ?? '-',
+        requested_server_name: ex.req.sni ?? '-',
       });
     }
   }
@@ -71,17 +88,20 @@ export class TelemetryStage {
   /** The series `metrics.record` would use for `ex` (flags '', sent to `endpoint`), cached. */
   private endpointSeries(ex: Exchange, endpoint: Endpoint, code: number): RequestSeries {
     const peer = ex.peer;
+    const principal = upstreamPrincipal(ex.upstreamTls);
     let e = this.seriesByEndpoint.get(endpoint);
     if (
       e === undefined ||
       e.reporter !== ex.reporter ||
       e.serviceFqdn !== peer.serviceFqdn ||
-      e.serviceName !== peer.serviceName
+      e.serviceName !== peer.serviceName ||
+      e.principal !== principal
     ) {
       e = {
         reporter: ex.reporter,
         serviceFqdn: peer.serviceFqdn,
         serviceName: peer.serviceName,
+        principal,
         byCode: new Map(),
       };
       this.seriesByEndpoint.set(endpoint, e);
@@ -90,16 +110,50 @@ export class TelemetryStage {
     if (series === undefined) {
       const { identity } = this.deps;
       series = this.deps.metrics.requestSeries(metricKey(ex, code), () =>
-        istioLabels(ex.reporter, identity, peer, endpoint.labels, code, ''),
+        istioLabels(ex.reporter, identity, peer, endpoint.labels, code, '', this.securityLabels(ex)),
       );
       e.byCode.set(code, series);
     }
     return series;
+  }
+
+  /**
+   * The principal labels (spec §7.2). Destination side: the caller's verified id, our own id when
+   * the connection was TLS, mutual_tls when the caller presented a certificate (ours was presented
+   * too: the listener only terminates TLS with one). Source side: our id and the server's when the
+   * attempt was mTLS (see `upstreamPrincipal`).
+   */
+  private securityLabels(ex: Exchange): SecurityLabels | undefined {
+    if (ex.reporter === 'destination') {
+      const req = ex.req;
+      const peer = req.peer;
+      if (!req.secure && peer === undefined) return undefined;
+      const labels: { -readonly [K in keyof SecurityLabels]: SecurityLabels[K] } = {
+        sourcePrincipal: peer?.spiffeId ?? 'unknown',
+        destinationPrincipal: (req.secure ? ex.workload?.spiffeId() : null) ?? 'unknown',
+        mutualTls: peer !== undefined,
+      };
+      if (peer !== undefined) labels.peerNamespace = peer.namespace;
+      return labels;
+    }
+    const server = upstreamPrincipal(ex.upstreamTls);
+    if (server === '') return undefined;
+    return {
+      sourcePrincipal: this.deps.spiffeId?.() ?? 'unknown',
+      destinationPrincipal: server,
+      mutualTls: true,
+    };
   }
 }
 
 /** The key of an exchange's metric series: the label values that vary between requests. */
 function metricKey(ex: Exchange, code: number): string {
   const peer = ex.peer;
-  return `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${ex.endpoint?.id ?? ''}|${code}|${ex.flags}`;
+  const base = `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${ex.endpoint?.id ?? ''}|${code}|${ex.flags}`;
+  if (ex.reporter === 'destination') {
+    // Inbound: the workload (node mode has several) and what mTLS told about the caller.
+    const req = ex.req;
+    return `${base}|${ex.workload?.name ?? ''}|${req.secure ? 's' : ''}|${req.peer?.spiffeId ?? ''}`;
+  }
+  return `${base}|${upstreamPrincipal(ex.upstreamTls)}`;
 }

@@ -21,7 +21,7 @@ import type {
   IncomingRequest,
   ResponseSink,
 } from '../../../src/listener/listener-types.ts';
-import type { TimerHandle, Timers } from '../../../src/pipeline/pipeline-types.ts';
+import type { PipelineDeps, TimerHandle, Timers } from '../../../src/pipeline/pipeline-types.ts';
 import { ProxyPipeline } from '../../../src/pipeline/proxy-pipeline.ts';
 import type { Cluster, Endpoint, RouteDecision, RouteTable } from '../../../src/router/route-types.ts';
 import { AccessLog, type AccessLogEntry } from '../../../src/telemetry/access-log.ts';
@@ -242,6 +242,8 @@ export class FakeRegistry implements ClusterRegistry {
 export interface SentCall {
   readonly index: number;
   readonly target: string;
+  /** The target object as the client received it (its `tls` among others). */
+  readonly to: UpstreamTarget;
   readonly req: UpstreamRequest;
   /** The handler, muted once the call was aborted (the client promises no callback after abort). */
   readonly h: UpstreamHandler;
@@ -344,6 +346,8 @@ export interface SetupOptions {
   /** Random draws in order (cycled); default always 0.5. */
   readonly random?: readonly number[];
   readonly app?: UpstreamTarget | null;
+  /** Extra pipeline dependencies (security: inbound workload, origination, events). */
+  readonly deps?: Partial<PipelineDeps>;
 }
 
 export function setup(route: () => RouteDecision, script: Script, opts: SetupOptions = {}) {
@@ -356,6 +360,7 @@ export function setup(route: () => RouteDecision, script: Script, opts: SetupOpt
       const call: SentCall = {
         index: calls.length,
         target: `${target.address}:${target.port}`,
+        to: target,
         req,
         aborted: false,
         body: '',
@@ -424,6 +429,7 @@ export function setup(route: () => RouteDecision, script: Script, opts: SetupOpt
     app: opts.app ?? null,
     namespace: 'default',
     onBug: (e) => bugs.push(e),
+    ...opts.deps,
   });
-  return { pipeline, calls, bugs, metrics, registry, stats, time, logged };
+  return { pipeline, calls, bugs, metrics, registry, stats, time, logged, store };
 }
