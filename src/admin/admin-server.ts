@@ -17,6 +17,11 @@ export interface AdminDeps {
   readonly reload: () => Promise<ReloadOutcome>;
   /** True once the configuration is compiled and every listener is bound. */
   readonly ready: () => boolean;
+  /**
+   * Why the proxy cannot serve yet although it is up (e.g. `no workload certificate yet: …`), or
+   * null when nothing else holds it back. `/ready` stays 503 with this reason while it is set.
+   */
+  readonly notReadyReason?: () => string | null;
   readonly draining: () => boolean;
   readonly version: string;
   readonly startedAt: Date;
@@ -43,7 +48,7 @@ export type ReloadOutcome =
   | { readonly result: 'rejected'; readonly errors: readonly string[] };
 
 const ENDPOINTS = [
-  'GET  /ready        200 once the configuration is compiled and every listener is bound',
+  'GET  /ready        200 once the configuration is compiled, every listener is bound and (with an identity) a certificate is held',
   'GET  /live         200 while the process runs',
   'GET  /metrics      Prometheus exposition (Istio standard metrics, meshlet_*)',
   'GET  /config_dump  the active resources, version and hash (JSON)',
@@ -86,9 +91,12 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: AdminDeps
       send(res, 200, 'text/plain', 'live\n');
       return;
     case 'GET /ready': {
+      const reason = deps.notReadyReason?.() ?? null;
       if (deps.draining()) send(res, 503, 'text/plain', 'draining\n');
-      else if (deps.ready()) send(res, 200, 'text/plain', 'ready\n');
-      else send(res, 503, 'text/plain', 'not ready: configuration or listeners not up yet\n');
+      else if (!deps.ready())
+        send(res, 503, 'text/plain', 'not ready: configuration or listeners not up yet\n');
+      else if (reason !== null) send(res, 503, 'text/plain', `not ready: ${reason}\n`);
+      else send(res, 200, 'text/plain', 'ready\n');
       return;
     }
     case 'GET /metrics':

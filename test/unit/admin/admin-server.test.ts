@@ -348,3 +348,24 @@ t.test('GET / lists the endpoints', async (t) => {
     t.match(res.text, /GET {2}\/clusters .*format=text/);
   });
 });
+
+t.test('GET /ready: 503 with the reason while a workload certificate is missing', async (t) => {
+  let reason: string | null = 'no workload certificate yet for spiffe://cluster.local/ns/default/sa/a';
+  await withAdmin({ notReadyReason: () => reason }, async (get) => {
+    const waiting = await get('/ready');
+    t.equal(waiting.status, 503);
+    t.equal(
+      waiting.text,
+      'not ready: no workload certificate yet for spiffe://cluster.local/ns/default/sa/a\n',
+    );
+    reason = null;
+    const ready = await get('/ready');
+    t.same([ready.status, ready.text], [200, 'ready\n']);
+  });
+  await withAdmin({ notReadyReason: () => 'x', ready: () => false }, async (get) => {
+    t.match((await get('/ready')).text, /configuration or listeners not up yet/, 'start-up comes first');
+  });
+  await withAdmin({ notReadyReason: () => 'x', draining: () => true }, async (get) => {
+    t.equal((await get('/ready')).text, 'draining\n');
+  });
+});
