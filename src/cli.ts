@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { parseDuration } from './config/durations.ts';
 import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import type { SettingFlags } from './config/runtime-settings.ts';
@@ -7,6 +9,15 @@ import { runDemo } from './demo/demo.ts';
 import type { EngineName } from './listener/listener-types.ts';
 import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
 import { LOG_LEVELS, type LogLevel } from './telemetry/logger.ts';
+import {
+  CA_FILES,
+  loadCaFiles,
+  type OutputFile,
+  WORKLOAD_FILES,
+  writeOutputFiles,
+} from './tls/identity-source.ts';
+import { createRootCa, issueWorkloadCertificate, KEY_TYPES, type KeyType } from './tls/pki.ts';
+import { spiffeId } from './tls/spiffe.ts';
 import { VERSION } from './version.ts';
 
 /**
@@ -96,6 +107,128 @@ export async function serve(configPath: string, flags: SettingFlags): Promise<Ru
   return proxy;
 }
 
+/** A positive Go duration (`24h`, `90m`) in ms, for --ttl and --validity. */
+function positiveDuration(value: string): number {
+  const d = parseDuration(value);
+  if (!d.ok) throw new InvalidArgumentError(d.message);
+  if (!(d.ms >= 1000)) throw new InvalidArgumentError('must be at least 1s');
+  return d.ms;
+}
+
+/** A trust domain, namespace or service account that cannot form a SPIFFE id is a bad argument (exit 2). */
+function idOrExit(td: string, ns: string, sa: string): ReturnType<typeof spiffeId> {
+  try {
+    return spiffeId(td, ns, sa);
+  } catch (err) {
+    fatal(err instanceof Error ? err.message : String(err));
+    process.exit(EXIT_INVALID);
+  }
+}
+
+/** Runs a CA command body: failures (unreadable CA, existing files) exit 1 with the error. */
+async function caAction(what: string, body: () => Promise<string[]>): Promise<void> {
+  let lines: string[];
+  try {
+    lines = await body();
+  } catch (err) {
+    fatal(`${what} failed`, { error: err instanceof Error ? err.message : String(err) });
+    process.exit(EXIT_RUNTIME);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+const keyTypeOption = (): Option =>
+  new Option('--key-type <type>', 'key type (default ec-p256; see npm run bench:tls-keys)').choices(
+    KEY_TYPES,
+  );
+
+/** `meshlet ca init|issue`: a mesh root CA and workload certificates, as files. */
+function addCaCommands(program: Command): void {
+  const ca = program.command('ca').description('make a mesh CA and workload certificates (files)');
+  ca.command('init')
+    .description(`create a root CA: ${CA_FILES.cert} and ${CA_FILES.key} (mode 0600) in --out`)
+    .requiredOption('--trust-domain <domain>', 'SPIFFE trust domain, e.g. cluster.local')
+    .requiredOption('--out <dir>', 'directory to write to (created if missing)')
+    .option('--validity <duration>', 'CA lifetime (default 87600h, 10 years)', positiveDuration)
+    .addOption(keyTypeOption())
+    .option('--force', 'replace existing files (a new key: certificates issued before no longer verify)')
+    .action(
+      async (o: {
+        trustDomain: string;
+        out: string;
+        validity?: number;
+        keyType?: KeyType;
+        force?: boolean;
+      }) => {
+        idOrExit(o.trustDomain, 'x', 'x');
+        await caAction('ca init', async () => {
+          const root = await createRootCa({
+            trustDomain: o.trustDomain,
+            ...(o.validity !== undefined && { validityMs: o.validity }),
+            ...(o.keyType !== undefined && { keyType: o.keyType }),
+          });
+          const files: OutputFile[] = [
+            { name: CA_FILES.key, data: root.keyPem, secret: true },
+            { name: CA_FILES.cert, data: root.certPem, secret: false },
+          ];
+          const [keyPath, certPath] = writeOutputFiles(o.out, files, o.force === true);
+          return [
+            `wrote ${certPath} (root CA for trust domain ${root.trustDomain}, valid until ${new Date(root.cert.validTo).toISOString()})`,
+            `wrote ${keyPath} (CA private key, mode 0600: keep it secret)`,
+          ];
+        });
+      },
+    );
+  ca.command('issue')
+    .description(
+      `issue a workload certificate: ${WORKLOAD_FILES.cert}, ${WORKLOAD_FILES.key} (mode 0600) and ${WORKLOAD_FILES.bundle} (trust bundle) in --out`,
+    )
+    .requiredOption('--ca <dir>', `directory holding ${CA_FILES.cert} and ${CA_FILES.key} (from ca init)`)
+    .requiredOption('--namespace <ns>', 'namespace of the workload')
+    .requiredOption('--service-account <sa>', 'service account of the workload')
+    .requiredOption('--out <dir>', 'directory to write to (created if missing)')
+    .option('--ttl <duration>', 'certificate lifetime (default 24h)', positiveDuration)
+    .option('--trust-domain <domain>', "trust domain (default: the CA's)")
+    .addOption(keyTypeOption())
+    .option('--force', 'replace existing files')
+    .action(
+      async (o: {
+        ca: string;
+        namespace: string;
+        serviceAccount: string;
+        out: string;
+        ttl?: number;
+        trustDomain?: string;
+        keyType?: KeyType;
+        force?: boolean;
+      }) => {
+        if (o.trustDomain !== undefined) idOrExit(o.trustDomain, o.namespace, o.serviceAccount);
+        await caAction('ca issue', async () => {
+          const authority = loadCaFiles(join(o.ca, CA_FILES.cert), join(o.ca, CA_FILES.key), o.trustDomain);
+          const id = idOrExit(authority.trustDomain, o.namespace, o.serviceAccount);
+          const cert = await issueWorkloadCertificate(authority, id, {
+            ...(o.ttl !== undefined && { ttlMs: o.ttl }),
+            ...(o.keyType !== undefined && { keyType: o.keyType }),
+          });
+          const [keyPath, certPath, bundlePath] = writeOutputFiles(
+            o.out,
+            [
+              { name: WORKLOAD_FILES.key, data: cert.keyPem, secret: true },
+              { name: WORKLOAD_FILES.cert, data: cert.certChainPem, secret: false },
+              { name: WORKLOAD_FILES.bundle, data: authority.certPem, secret: false },
+            ],
+            o.force === true,
+          );
+          return [
+            `wrote ${certPath} (${id.uri}, valid until ${cert.notAfter.toISOString()})`,
+            `wrote ${keyPath} (private key, mode 0600)`,
+            `wrote ${bundlePath} (trust bundle: the CA certificate)`,
+          ];
+        });
+      },
+    );
+}
+
 export function buildCli(): Command {
   const program = new Command();
   program
@@ -157,6 +290,8 @@ export function buildCli(): Command {
       );
       process.exit(errors === 0 ? 0 : EXIT_INVALID);
     });
+
+  addCaCommands(program);
 
   program
     .command('demo')
