@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import { type Document, isAlias, isMap, isScalar, LineCounter, type Node, parseAllDocuments } from 'yaml';
 import { DEFAULT_DOMAIN_SUFFIX } from './host-names.ts';
 import type {
+  AuthorizationPolicySpec,
   ConfigBundle,
   ConfigIssue,
   DestinationRuleSpec,
   LoadOptions,
+  PeerAuthenticationSpec,
   ProxySpec,
   Resource,
   ResourceMeta,
@@ -21,8 +23,11 @@ import type {
   SidecarSpec,
   VirtualServiceSpec,
 } from './resource-types.ts';
+import { DEFAULTS } from './runtime-settings.ts';
+import { validateAuthorizationPolicy } from './validate-authorization-policy.ts';
 import type { Scope } from './validate-common.ts';
 import { validateDestinationRule } from './validate-destination-rule.ts';
+import { validatePeerAuthentication } from './validate-peer-authentication.ts';
 import { validateProxy } from './validate-proxy.ts';
 import { validateServiceEntry } from './validate-service-entry.ts';
 import { validateSidecar } from './validate-sidecar.ts';
@@ -39,7 +44,21 @@ export const DEFAULT_NAMESPACE = 'default';
 
 const NETWORKING_VERSIONS = ['v1alpha3', 'v1beta1', 'v1'];
 const SECURITY_VERSIONS = ['v1beta1', 'v1'];
-const SECURITY_KINDS_REFUSED = ['PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'];
+
+/**
+ * RequestAuthentication is loaded and not enforced. That is safe because it never grants access:
+ * in Istio a RequestAuthentication alone denies nothing (a request without a token passes; only an
+ * invalid token is rejected), and access that depends on a token is granted by AuthorizationPolicy
+ * rules on request principals, which never match here because no request has one (ALLOW rules that
+ * need a JWT allow nothing; `notRequestPrincipals` always matches, so "deny without a JWT" denies
+ * everything). What does change: an invalid or expired token is not answered with 401 and reaches
+ * the application with its Authorization header.
+ */
+const REQUEST_AUTHN_WARNING =
+  'meshlet does not validate JWTs; RequestAuthentication is not enforced and requests carry no request principal. ' +
+  'This never widens access: a RequestAuthentication alone denies nothing in Istio (it only rejects invalid tokens), ' +
+  'and AuthorizationPolicy rules that need a request principal never match, so they fail closed. ' +
+  'Requests with an invalid or expired token are not rejected with 401; they reach the application as they are';
 
 interface ParsedDoc {
   readonly file: string;
@@ -176,6 +195,8 @@ export function parseConfigText(files: readonly ConfigFile[], options: LoadOptio
     virtualServices: [],
     destinationRules: [],
     sidecars: [],
+    peerAuthentications: [],
+    authorizationPolicies: [],
     proxy: null,
     seen: new Map(),
   };
@@ -190,6 +211,11 @@ export function parseConfigText(files: readonly ConfigFile[], options: LoadOptio
     ).toLowerCase(),
   };
   for (const d of parsed) if (!isProxyDoc(d.doc)) processDocument(d, issues, out, scopeDefaults);
+  checkPeerAuthenticationScopes(
+    out.peerAuthentications,
+    out.proxy?.spec.rootNamespace ?? DEFAULTS.rootNamespace,
+    issues,
+  );
 
   // Messages in file order, then position.
   const fileRank = new Map(files.map((f, i) => [f.name, i] as const));
@@ -209,9 +235,8 @@ export function parseConfigText(files: readonly ConfigFile[], options: LoadOptio
     virtualServices: out.virtualServices,
     destinationRules: out.destinationRules,
     sidecars: out.sidecars,
-    // Filled by the zero-trust validators (issue 4); security kinds are refused until then.
-    peerAuthentications: [],
-    authorizationPolicies: [],
+    peerAuthentications: out.peerAuthentications,
+    authorizationPolicies: out.authorizationPolicies,
     proxy: out.proxy,
     issues: sorted,
     files: files.map((f) => f.name),
@@ -225,6 +250,8 @@ interface Collected {
   virtualServices: Resource<VirtualServiceSpec>[];
   destinationRules: Resource<DestinationRuleSpec>[];
   sidecars: Resource<SidecarSpec>[];
+  peerAuthentications: Resource<PeerAuthenticationSpec>[];
+  authorizationPolicies: Resource<AuthorizationPolicySpec>[];
   proxy: Resource<ProxySpec> | null;
   /** `Kind/ns/name` → where it was first defined. */
   seen: Map<string, string>;
@@ -233,8 +260,15 @@ interface Collected {
 type Handling =
   | {
       readonly kind: 'validate';
-      readonly as: 'ServiceEntry' | 'VirtualService' | 'DestinationRule' | 'Sidecar';
+      readonly as:
+        | 'ServiceEntry'
+        | 'VirtualService'
+        | 'DestinationRule'
+        | 'Sidecar'
+        | 'PeerAuthentication'
+        | 'AuthorizationPolicy';
     }
+  | { readonly kind: 'requestAuthentication' }
   | { readonly kind: 'proxy' }
   | { readonly kind: 'ignore' }
   | { readonly kind: 'warn' | 'error'; readonly message: string; readonly on: 'kind' | 'apiVersion' };
@@ -286,15 +320,9 @@ function classify(apiVersion: string, kind: string): Handling {
         message: `unsupported apiVersion ${apiVersion}; expected security.istio.io/${SECURITY_VERSIONS.join('|')}`,
       };
     }
-    if (SECURITY_KINDS_REFUSED.includes(kind)) {
-      return {
-        kind: 'error',
-        on: 'kind',
-        message:
-          `${kind} is not supported yet (zero-trust support lands later); ` +
-          'the configuration is rejected rather than silently ignoring a security policy',
-      };
-    }
+    if (kind === 'PeerAuthentication' || kind === 'AuthorizationPolicy')
+      return { kind: 'validate', as: kind };
+    if (kind === 'RequestAuthentication') return { kind: 'requestAuthentication' };
     return notImplemented;
   }
   if (group === 'istio.io' || group.endsWith('.istio.io')) return notImplemented;
@@ -352,6 +380,11 @@ function processDocument(
     else at.error(handling.message);
     return;
   }
+  if (handling.kind === 'requestAuthentication') {
+    kindView.warn(REQUEST_AUTHN_WARNING);
+    checkRequestAuthentication(root.get('spec'));
+    return;
+  }
 
   const validateAs = handling.kind === 'validate' ? handling.as : null;
   const errorsBefore = issues.filter((i) => i.severity === 'error').length;
@@ -374,7 +407,14 @@ function processDocument(
   const specView = root.get('spec');
   let spec: MapView | undefined = specView.map();
   if (spec === undefined && !specView.present) {
-    if (isProxy || validateAs === 'Sidecar') {
+    // These kinds mean something with an empty spec: defaults, an UNSET PeerAuthentication, and an
+    // AuthorizationPolicy that allows nothing.
+    if (
+      isProxy ||
+      validateAs === 'Sidecar' ||
+      validateAs === 'PeerAuthentication' ||
+      validateAs === 'AuthorizationPolicy'
+    ) {
       spec = undefined;
     } else {
       specView.error('spec is required');
@@ -430,5 +470,82 @@ function processDocument(
       if (s !== undefined && !hasNewErrors()) out.destinationRules.push({ meta: resourceMeta, spec: s });
       return;
     }
+    case 'PeerAuthentication': {
+      const s =
+        spec === undefined
+          ? { mode: 'UNSET' as const, portLevelMtls: new Map() }
+          : validatePeerAuthentication(spec, scope);
+      if (s !== undefined && !hasNewErrors()) out.peerAuthentications.push({ meta: resourceMeta, spec: s });
+      return;
+    }
+    case 'AuthorizationPolicy': {
+      const annotationsView = meta?.get('annotations') ?? metaView;
+      const s = validateAuthorizationPolicy(spec, scope, annotationsView);
+      if (s !== undefined && !hasNewErrors()) out.authorizationPolicies.push({ meta: resourceMeta, spec: s });
+      return;
+    }
+  }
+}
+
+/**
+ * Headers that Istio fills from a validated token, which the application then trusts. meshlet
+ * validates no token, so it would neither fill them nor stop a client from sending them: the
+ * application would trust whatever the caller wrote. That would be a hole, not a missing feature.
+ */
+const TRUSTED_OUTPUT_FIELDS = ['outputPayloadToHeader', 'outputClaimToHeaders'];
+
+function checkRequestAuthentication(specView: View): void {
+  const spec = specView.typeName() === 'map' ? specView.map() : undefined;
+  const rules = spec?.get('jwtRules');
+  if (rules === undefined || rules.typeName() !== 'list') return;
+  for (const rule of rules.list() ?? []) {
+    const m = rule.typeName() === 'map' ? rule.map() : undefined;
+    for (const field of TRUSTED_OUTPUT_FIELDS) {
+      const v = m?.get(field);
+      if (v?.present === true) {
+        v.error(
+          `${field} is not supported: meshlet validates no JWT, so the application would trust a header that the caller can write itself`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Warnings about PeerAuthentications that can never apply (spec §5.2): a selector policy in the
+ * root namespace (Istio ignores it), and a second namespace-wide policy in one namespace (the
+ * oldest wins in Istio; with no timestamps, the first in load order wins here).
+ */
+function checkPeerAuthenticationScopes(
+  list: readonly Resource<PeerAuthenticationSpec>[],
+  rootNamespace: string,
+  issues: ConfigIssue[],
+): void {
+  const wide = new Map<string, Resource<PeerAuthenticationSpec>>();
+  for (const r of list) {
+    const label = `PeerAuthentication ${r.meta.namespace}/${r.meta.name}`;
+    if (r.spec.selector !== undefined) {
+      if (r.meta.namespace === rootNamespace) {
+        issues.push({
+          severity: 'warning',
+          pos: r.meta.pos,
+          path: `${label}: spec.selector`,
+          message: `a PeerAuthentication with a selector in the root namespace ${rootNamespace} is ignored, as Istio ignores it; put it in the workload's namespace`,
+        });
+      }
+      continue;
+    }
+    const first = wide.get(r.meta.namespace);
+    if (first === undefined) {
+      wide.set(r.meta.namespace, r);
+      continue;
+    }
+    const at = `${first.meta.pos.file}:${first.meta.pos.line}:${first.meta.pos.col}`;
+    issues.push({
+      severity: 'warning',
+      pos: r.meta.pos,
+      path: label,
+      message: `namespace ${r.meta.namespace} already has a ${r.meta.namespace === rootNamespace ? 'mesh' : 'namespace'}-wide PeerAuthentication, ${first.meta.name} (${at}); the first one wins and this one is ignored`,
+    });
   }
 }

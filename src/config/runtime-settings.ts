@@ -1,3 +1,4 @@
+import { isAbsolute, join, resolve } from 'node:path';
 import type { EngineName } from '../listener/listener-types.ts';
 import {
   DEFAULT_MIN_RETRIES_PER_SECOND,
@@ -5,7 +6,7 @@ import {
   DEFAULT_RETRY_RATIO,
 } from '../resilience/retry-budget.ts';
 import type { LogLevel } from '../telemetry/logger.ts';
-import type { ProxySpec } from './resource-types.ts';
+import type { IdentitySettings, ProxySpec } from './resource-types.ts';
 import type { View } from './yaml-view.ts';
 
 /**
@@ -36,6 +37,40 @@ export interface RuntimeSettings {
   readonly retryBudget: RetryBudgetSettings;
   /** How often DNS-resolved ServiceEntry hosts are resolved again. */
   readonly dnsRefreshRateMs: number;
+  /** SPIFFE trust domain of this mesh (`spiffe://<trustDomain>/ns/...`). */
+  readonly trustDomain: string;
+  /** Namespace whose PeerAuthentication/AuthorizationPolicy apply mesh-wide. */
+  readonly rootNamespace: string;
+  /** This workload's service account (sidecar mode; in node mode, the identity of the proxy itself). */
+  readonly serviceAccount: string;
+  /**
+   * Where the workload certificate comes from, paths absolute and `certTtl` filled in; null: no
+   * identity (plaintext only, PERMISSIVE inbound).
+   */
+  readonly identity: ResolvedIdentity | null;
+  /** Node mode: the workloads served, every field filled. Empty in sidecar mode. */
+  readonly workloads: readonly RuntimeWorkload[];
+}
+
+/** `IdentitySettings` with every default applied (a `ca` identity always has `certTtl`). */
+export type ResolvedIdentity =
+  | (Extract<IdentitySettings, { kind: 'ca' }> & { readonly certTtl: number })
+  | Extract<IdentitySettings, { kind: 'files' }>;
+
+/** One workload of a node-mode proxy, as it runs. */
+export interface RuntimeWorkload {
+  readonly name: string;
+  /** The workload's namespace, else the proxy's. */
+  readonly namespace: string;
+  /** The workload's service account, else `default` (Kubernetes' default account). */
+  readonly serviceAccount: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly inboundHost: string;
+  /** 0: pick a free port. */
+  readonly inboundPort: number;
+  readonly app: { readonly host: string; readonly port: number };
+  /** The workload's own identity, else the proxy's (a `ca` then issues one certificate per workload). */
+  readonly identity: ResolvedIdentity | null;
 }
 
 /** What `new RetryBudget(clock, settings)` takes, every field filled. */
@@ -56,7 +91,21 @@ export interface SettingFlags {
   readonly engine?: EngineName;
   readonly drainTimeoutMs?: number;
   readonly accessLog?: boolean;
+  readonly trustDomain?: string;
+  readonly serviceAccount?: string;
+  /**
+   * A folder holding `cert.pem`, `key.pem` and `ca.pem` (the trust bundle), managed outside meshlet:
+   * the `files` identity; wins over the Proxy document's `identity`. Relative to the working directory.
+   */
+  readonly identityDir?: string;
 }
+
+/** File names inside `--identity-dir`. */
+export const IDENTITY_DIR_FILES = {
+  certFile: 'cert.pem',
+  keyFile: 'key.pem',
+  trustBundleFile: 'ca.pem',
+} as const;
 
 export const DEFAULTS = {
   outboundPort: 15001,
@@ -82,7 +131,20 @@ export const DEFAULTS = {
    * DNS rarely move faster, and a refresh is a lookup per host whatever the traffic.
    */
   dnsRefreshRateMs: 30_000,
+  trustDomain: 'cluster.local',
+  rootNamespace: 'istio-system',
+  serviceAccount: 'default',
+  /** Workload certificate lifetime when the proxy issues its own (Istio's default, 24 h). */
+  certTtlMs: 86_400_000,
 } as const;
+
+/**
+ * A setting that cannot be used (a malformed flag, flags that clash with the document): the CLI
+ * exits 2 for it, like an invalid configuration.
+ */
+export class SettingsError extends Error {
+  override readonly name = 'SettingsError';
+}
 
 /** Parses `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning 127.0.0.1). Returns null when malformed. */
 export function parseHostPort(value: string): { readonly host: string; readonly port: number } | null {
@@ -100,21 +162,57 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
   const appText = flags.app ?? p.app;
   const app = appText === undefined ? null : parseHostPort(appText);
   if (appText !== undefined && app === null) {
-    throw new Error(`--app must be HOST:PORT, got ${JSON.stringify(appText)}`);
+    throw new SettingsError(`--app must be HOST:PORT, got ${JSON.stringify(appText)}`);
   }
   const labels = p.labels ?? {};
+  const namespace = flags.namespace ?? p.namespace ?? DEFAULTS.namespace;
+  const identity = resolveIdentity(flags.identityDir, p.identity);
+  const workloads = (p.workloads ?? []).map((w): RuntimeWorkload => {
+    const wApp = parseHostPort(w.app);
+    // The validator checked the shape; a bare port would have been refused there.
+    if (wApp === null)
+      throw new SettingsError(`workload ${w.name}: app must be HOST:PORT, got ${JSON.stringify(w.app)}`);
+    return {
+      name: w.name,
+      namespace: w.namespace ?? namespace,
+      serviceAccount: w.serviceAccount ?? DEFAULTS.serviceAccount,
+      labels: w.labels ?? {},
+      inboundHost: '0.0.0.0',
+      inboundPort: w.inboundPort,
+      app: wApp,
+      identity: w.identity === undefined ? identity : resolveIdentity(undefined, w.identity),
+    };
+  });
+  const outboundPort = flags.outboundPort ?? p.outboundPort ?? DEFAULTS.outboundPort;
+  const adminPort = flags.adminPort ?? p.adminPort ?? DEFAULTS.adminPort;
+  // The Proxy document was checked against its own ports; flags may move them onto a workload's.
+  for (const w of workloads) {
+    if (w.inboundPort !== 0 && (w.inboundPort === outboundPort || w.inboundPort === adminPort)) {
+      throw new SettingsError(
+        `workload ${w.name}: inboundPort ${w.inboundPort} is also the ${w.inboundPort === outboundPort ? 'outbound' : 'admin'} port`,
+      );
+    }
+  }
+  // A certificate names one service account: workloads sharing one set of files would all present
+  // the same identity (the validator says the same about the document's identity.files).
+  const sharing = (p.workloads ?? []).filter((w) => w.identity === undefined);
+  if (identity?.kind === 'files' && workloads.length > 1 && sharing.length > 0) {
+    throw new SettingsError(
+      `workloads ${sharing.map((w) => w.name).join(', ')} would share one certificate from ${identity.certFile}; give each workload its own identity.files, or use identity.ca`,
+    );
+  }
   return {
     mode: p.mode ?? 'sidecar',
-    namespace: flags.namespace ?? p.namespace ?? DEFAULTS.namespace,
+    namespace,
     domainSuffix: p.domainSuffix ?? DEFAULTS.domainSuffix,
     workloadName: p.workloadName ?? labels['app'] ?? 'meshlet',
     labels,
     outboundHost: '127.0.0.1',
-    outboundPort: flags.outboundPort ?? p.outboundPort ?? DEFAULTS.outboundPort,
+    outboundPort,
     inboundHost: '0.0.0.0',
     inboundPort: flags.inboundPort ?? p.inboundPort ?? DEFAULTS.inboundPort,
     adminHost: '127.0.0.1',
-    adminPort: flags.adminPort ?? p.adminPort ?? DEFAULTS.adminPort,
+    adminPort,
     app,
     engine: flags.engine ?? p.engine ?? DEFAULTS.engine,
     logLevel: flags.logLevel ?? p.logLevel ?? 'info',
@@ -127,6 +225,47 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
       ttlMs: p.retryBudget?.ttl ?? DEFAULTS.retryBudget.ttlMs,
     },
     dnsRefreshRateMs: p.dnsRefreshRate ?? DEFAULTS.dnsRefreshRateMs,
+    trustDomain: flags.trustDomain ?? p.trustDomain ?? DEFAULTS.trustDomain,
+    rootNamespace: p.rootNamespace ?? DEFAULTS.rootNamespace,
+    serviceAccount: flags.serviceAccount ?? p.serviceAccount ?? DEFAULTS.serviceAccount,
+    identity,
+    workloads,
+  };
+}
+
+/**
+ * `--identity-dir` wins over the document; paths from the document are already absolute (the loader
+ * resolved them against the configuration file's folder), and `certTtl` gets its default.
+ */
+function resolveIdentity(
+  dir: string | undefined,
+  fromDoc: IdentitySettings | undefined,
+): ResolvedIdentity | null {
+  if (dir !== undefined) {
+    const base = resolve(dir);
+    return {
+      kind: 'files',
+      certFile: join(base, IDENTITY_DIR_FILES.certFile),
+      keyFile: join(base, IDENTITY_DIR_FILES.keyFile),
+      trustBundleFile: join(base, IDENTITY_DIR_FILES.trustBundleFile),
+    };
+  }
+  if (fromDoc === undefined) return null;
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(p));
+  if (fromDoc.kind === 'files') {
+    return {
+      kind: 'files',
+      certFile: abs(fromDoc.certFile),
+      keyFile: abs(fromDoc.keyFile),
+      trustBundleFile: abs(fromDoc.trustBundleFile),
+    };
+  }
+  return {
+    kind: 'ca',
+    caCertFile: abs(fromDoc.caCertFile),
+    caKeyFile: abs(fromDoc.caKeyFile),
+    ...(fromDoc.trustBundleFile !== undefined ? { trustBundleFile: abs(fromDoc.trustBundleFile) } : {}),
+    certTtl: fromDoc.certTtl ?? DEFAULTS.certTtlMs,
   };
 }
 

@@ -142,3 +142,85 @@ export function parseSelector(view: View, key: 'labels' | 'matchLabels'): Record
 export function stringListOrEmpty(m: MapView, key: string): string[] {
   return m.get(key).stringList() ?? [];
 }
+
+/** Kubernetes label name part: alphanumeric at both ends, `-`, `_`, `.` inside, at most 63. */
+const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** Why `key` is not a Kubernetes label key (`[prefix/]name`), or null when it is one. */
+export function labelKeyProblem(key: string): string | null {
+  if (key === '') return 'empty key';
+  if (key.includes('*')) return 'wildcards are not supported';
+  const slash = key.indexOf('/');
+  const prefix = slash < 0 ? undefined : key.slice(0, slash);
+  const name = slash < 0 ? key : key.slice(slash + 1);
+  if (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) {
+    return 'the prefix before "/" must be a DNS subdomain';
+  }
+  if (!LABEL_NAME.test(name)) {
+    return 'the name must be at most 63 letters, digits, "-", "_" or "." and start and end with a letter or digit';
+  }
+  return null;
+}
+
+/** Why `value` is not a Kubernetes label value, or null when it is one. */
+export function labelValueProblem(value: string): string | null {
+  if (value.includes('*')) return 'wildcards are not supported';
+  if (!LABEL_VALUE.test(value)) {
+    return 'a label value is at most 63 letters, digits, "-", "_" or "." starting and ending with a letter or digit';
+  }
+  return null;
+}
+
+/**
+ * The `selector: {matchLabels}` of PeerAuthentication and AuthorizationPolicy, checked as Istio's
+ * workload selector validation does (no empty key, no wildcard, valid label syntax). An empty
+ * selector selects every workload, exactly like no selector, so it comes back as undefined: the
+ * precedence code then sees one shape for "namespace-wide" (spec §5.2), not two.
+ *
+ * Returns the labels, null for a valid selector that selects everything, undefined after an error.
+ */
+export function parseWorkloadSelector(view: View): Record<string, string> | null | undefined {
+  if (!view.present) return null;
+  const m = view.map();
+  if (m === undefined) return undefined;
+  m.checkFields(['matchLabels']);
+  const labelsView = m.get('matchLabels');
+  const labels = labelsView.map();
+  if (labels === undefined) {
+    if (labelsView.typeName() === 'missing' || labelsView.typeName() === 'null') {
+      m.warn('selector has no matchLabels: it selects every workload, as if there were no selector');
+      return null;
+    }
+    return undefined;
+  }
+  const out: Record<string, string> = {};
+  let ok = true;
+  for (const { key, value } of labels.entries()) {
+    const keyProblem = labelKeyProblem(key);
+    if (keyProblem !== null) {
+      value.error(`invalid selector label "${key}": ${keyProblem}`);
+      ok = false;
+      continue;
+    }
+    const s = value.present ? value.string() : '';
+    if (s === undefined) {
+      ok = false;
+      continue;
+    }
+    const valueProblem = labelValueProblem(s);
+    if (valueProblem !== null) {
+      value.error(`invalid selector value "${s}" for "${key}": ${valueProblem}`);
+      ok = false;
+      continue;
+    }
+    out[key] = s;
+  }
+  if (!ok) return undefined;
+  if (Object.keys(out).length === 0) {
+    labelsView.warn('matchLabels is empty: the selector selects every workload, as if there were none');
+    return null;
+  }
+  return out;
+}

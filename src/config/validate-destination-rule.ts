@@ -8,7 +8,13 @@
  * `AFTER_SCHEMA`). Values that would break the runtime (a header or cookie name that is not a
  * token, a cookie path that would split the Set-Cookie line, a ring Envoy would refuse) are errors;
  * durations that become timers are capped at what a Node.js timer can wait, with a warning.
+ *
+ * `tls` is acted on (mTLS and TLS origination): the certificate, key and CA paths are resolved
+ * against the folder of the configuration file and must name readable files when the file is
+ * loaded, so a reload with a wrong path is refused whole instead of failing connections later.
  */
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Plain, readObject, type Schema } from './plain-schema.ts';
 import type { DestinationRuleSpec, Subset, TrafficPolicy } from './resource-types.ts';
 import { capTimerMs } from './runtime-settings.ts';
@@ -219,9 +225,12 @@ const CLIENT_TLS: Schema = {
   },
   check: (m) => {
     const mode = m.get('mode').node?.toJSON();
-    if (mode === 'MUTUAL' && !m.has('credentialName')) {
+    // Istio accepts credentialName instead of the files; meshlet reads no Kubernetes secret, so the
+    // files are the only way to present a client certificate.
+    if (mode === 'MUTUAL') {
       for (const k of ['clientCertificate', 'privateKey']) {
-        if (!m.has(k)) m.get(k).error(`${k} is required for mode MUTUAL (or set credentialName)`);
+        if (!m.has(k))
+          m.get(k).error(`${k} is required for mode MUTUAL (meshlet does not read credentialName)`);
       }
     }
     if (mode === 'ISTIO_MUTUAL') {
@@ -337,13 +346,54 @@ const AFTER_SCHEMA: Readonly<Record<ComponentName, (m: MapView, value: Mutable) 
     capTimers(m, value, ['interval', 'baseEjectionTime']);
   },
   tls: (m, value) => {
-    if (value['mode'] !== undefined && value['mode'] !== 'DISABLE') {
-      m.warn(
-        `tls mode ${String(value['mode'])} is not implemented yet: meshlet sends plaintext to this destination`,
+    if (value['credentialName'] !== undefined) {
+      m.get('credentialName').warn(
+        'credentialName names a Kubernetes secret (read by gateways); meshlet reads no secrets and ignores it: use clientCertificate, privateKey and caCertificates',
       );
+    }
+    if (value['caCrl'] !== undefined) {
+      m.get('caCrl').warn(
+        'caCrl is not checked: meshlet consults no revocation list, so a revoked server certificate is accepted',
+      );
+    }
+    // With ISTIO_MUTUAL these fields are errors already (the mesh identity is used).
+    for (const key of value['mode'] === 'ISTIO_MUTUAL' ? [] : TLS_FILES) {
+      const path = value[key];
+      if (typeof path !== 'string') continue;
+      const abs = checkedFile(m.get(key), key, path);
+      if (abs === undefined) delete value[key];
+      else value[key] = abs;
     }
   },
 };
+
+const TLS_FILES = ['clientCertificate', 'privateKey', 'caCertificates'] as const;
+
+/**
+ * The absolute path of a TLS file named at `view`, resolved against the folder of the file that
+ * names it; undefined (after an error naming the field and the path) when it cannot be read.
+ */
+function checkedFile(view: View, field: string, path: string): string | undefined {
+  if (path === '') {
+    view.error(`${field} must not be empty`);
+    return undefined;
+  }
+  const abs = isAbsolute(path) ? path : resolve(dirname(resolve(view.ctx.file)), path);
+  let problem: string | null = null;
+  try {
+    if (!statSync(abs).isFile()) problem = 'is not a file';
+    else accessSync(abs, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problem =
+      code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read (${code ?? String(err)})`;
+  }
+  if (problem !== null) {
+    view.error(`${field} file ${abs} ${problem}`);
+    return undefined;
+  }
+  return abs;
+}
 
 /** Durations that become timers are capped at what a Node.js timer can hold (with a warning). */
 function capTimers(m: MapView, value: Mutable, keys: readonly string[]): void {

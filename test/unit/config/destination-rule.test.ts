@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { parseConfigText } from '../../../src/config/load-config.ts';
 import type { ConfigBundle } from '../../../src/config/resource-types.ts';
@@ -112,8 +115,8 @@ t.test('traffic policy shape errors', async (t) => {
     'spec.trafficPolicy.connectionPool.http.h2UpgradePolicy | invalid value "MAYBE"; expected one of DEFAULT, DO_NOT_UPGRADE, UPGRADE',
     'spec.trafficPolicy.outlierDetection.maxEjectionPercent | value 101 is above the maximum 100',
     'spec.trafficPolicy.outlierDetection.interval | invalid duration "soon": missing number (use Go syntax such as 1h, 1m30s, 500ms, 1.5s)',
-    'spec.trafficPolicy.tls.clientCertificate | clientCertificate is required for mode MUTUAL (or set credentialName)',
-    'spec.trafficPolicy.tls.privateKey | privateKey is required for mode MUTUAL (or set credentialName)',
+    'spec.trafficPolicy.tls.clientCertificate | clientCertificate is required for mode MUTUAL (meshlet does not read credentialName)',
+    'spec.trafficPolicy.tls.privateKey | privateKey is required for mode MUTUAL (meshlet does not read credentialName)',
     'spec.trafficPolicy.portLevelSettings[0].port | port is required',
     'spec.trafficPolicy.portLevelSettings[0].tls.caCertificates | caCertificates must not be set with mode ISTIO_MUTUAL',
     'spec.trafficPolicy.portLevelSettings[2].port | duplicate portLevelSettings entry for port 80',
@@ -138,7 +141,7 @@ t.test('unknown and not implemented fields warn', async (t) => {
   t.same(b.destinationRules[0]?.spec.trafficPolicy?.connectionPool, { tcp: {} });
 });
 
-t.test('acted-on components give no warning; tls still does', async (t) => {
+t.test('acted-on components give no warning, tls included', async (t) => {
   const b = parseConfigText([
     {
       name: 'dr.yaml',
@@ -169,10 +172,11 @@ spec:
     b.issues.filter((i) => i.severity === 'error'),
     [],
   );
-  const warnings = b.issues.map((i) => `${i.pos.line}:${i.pos.col} ${i.message}`);
-  t.same(warnings, [
-    '12:10 tls mode ISTIO_MUTUAL is not implemented yet: meshlet sends plaintext to this destination',
-  ]);
+  t.same(
+    b.issues.map((i) => `${i.pos.line}:${i.pos.col} ${i.message}`),
+    [],
+    'ISTIO_MUTUAL and DISABLE are acted on (no "sends plaintext" warning any more)',
+  );
 });
 
 t.test('sub-fields meshlet does not act on are warnings naming the field', async (t) => {
@@ -337,4 +341,105 @@ t.test('outlier and pool durations: at least 1 ms, timers capped at what Node ca
     { interval: 2_147_483_647, baseEjectionTime: 2_147_483_647 },
     'exactly 2^31 - 1 ms is kept without a warning',
   );
+});
+
+/** A temporary configuration folder with the given files (path → contents). */
+function folder(files: Readonly<Record<string, string>>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-dr-tls-'));
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(join(dir, name, '..'), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  return dir;
+}
+
+const drFile = (dir: string, tls: string): ConfigBundle =>
+  parseConfigText(
+    [
+      {
+        name: join(dir, 'dr.yaml'),
+        text: `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dr}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    tls: ${tls}
+`,
+      },
+    ],
+    {},
+  );
+
+t.test('tls: SIMPLE, MUTUAL and ISTIO_MUTUAL load without a plaintext warning', async (t) => {
+  const dir = folder({ 'certs/cert.pem': 'c', 'certs/key.pem': 'k', 'certs/ca.pem': 'a' });
+  for (const tls of [
+    '{mode: SIMPLE}',
+    '{mode: SIMPLE, sni: db.example.com, subjectAltNames: [db.example.com], caCertificates: certs/ca.pem}',
+    '{mode: MUTUAL, clientCertificate: certs/cert.pem, privateKey: certs/key.pem}',
+    '{mode: ISTIO_MUTUAL, sni: x, subjectAltNames: ["spiffe://cluster.local/ns/db/sa/db"]}',
+    '{mode: SIMPLE, insecureSkipVerify: true}',
+  ]) {
+    const b = drFile(dir, tls);
+    t.same(b.issues, [], tls);
+    t.equal(b.destinationRules.length, 1);
+  }
+});
+
+t.test('tls: file paths resolve against the folder of the configuration file', async (t) => {
+  const dir = folder({ 'certs/cert.pem': 'c', 'certs/key.pem': 'k', 'ca.pem': 'a' });
+  const b = drFile(
+    dir,
+    `{mode: MUTUAL, clientCertificate: certs/cert.pem, privateKey: ./certs/key.pem, caCertificates: ${join(dir, 'ca.pem')}}`,
+  );
+  t.same(b.issues, []);
+  t.same(b.destinationRules[0]?.spec.trafficPolicy?.tls, {
+    mode: 'MUTUAL',
+    clientCertificate: join(dir, 'certs/cert.pem'),
+    privateKey: join(dir, 'certs/key.pem'),
+    caCertificates: join(dir, 'ca.pem'),
+  });
+});
+
+t.test('tls: a missing or unreadable file is an error naming the field and the path', async (t) => {
+  const dir = folder({ 'cert.pem': 'c', 'sub/file': 'x' });
+  const b = drFile(
+    dir,
+    '{mode: MUTUAL, clientCertificate: cert.pem, privateKey: missing/key.pem, caCertificates: sub}',
+  );
+  t.same(msgs(b), [
+    `spec.trafficPolicy.tls.privateKey | privateKey file ${join(dir, 'missing/key.pem')} does not exist`,
+    `spec.trafficPolicy.tls.caCertificates | caCertificates file ${join(dir, 'sub')} is not a file`,
+  ]);
+  t.equal(b.destinationRules.length, 0, 'the rule is refused, so a reload with it changes nothing');
+  const under = drFile(dir, '{mode: SIMPLE, caCertificates: cert.pem/ca.pem}');
+  t.same(msgs(under), [
+    `spec.trafficPolicy.tls.caCertificates | caCertificates file ${join(dir, 'cert.pem/ca.pem')} does not exist`,
+  ]);
+  const empty = drFile(dir, '{mode: SIMPLE, caCertificates: ""}');
+  t.same(msgs(empty), ['spec.trafficPolicy.tls.caCertificates | caCertificates must not be empty']);
+});
+
+t.test('tls: credentialName and caCrl warn; MUTUAL needs the files even with credentialName', async (t) => {
+  const dir = folder({ 'crl.pem': 'x' });
+  const b = drFile(dir, '{mode: MUTUAL, credentialName: db-client, caCrl: crl.pem}');
+  t.same(msgs(b), [
+    'spec.trafficPolicy.tls.clientCertificate | clientCertificate is required for mode MUTUAL (meshlet does not read credentialName)',
+    'spec.trafficPolicy.tls.privateKey | privateKey is required for mode MUTUAL (meshlet does not read credentialName)',
+  ]);
+  t.same(msgs(b, 'warning'), [
+    'spec.trafficPolicy.tls.credentialName | credentialName names a Kubernetes secret (read by gateways); meshlet reads no secrets and ignores it: use clientCertificate, privateKey and caCertificates',
+    'spec.trafficPolicy.tls.caCrl | caCrl is not checked: meshlet consults no revocation list, so a revoked server certificate is accepted',
+  ]);
+  const simple = drFile(dir, '{mode: SIMPLE, credentialName: db-ca}');
+  t.same(msgs(simple), []);
+  t.equal(msgs(simple, 'warning').length, 1);
+  t.equal(simple.destinationRules.length, 1, 'a warning does not refuse the rule');
+});
+
+t.test('tls: ISTIO_MUTUAL with file fields is refused without looking at the files', async (t) => {
+  const b = drFile(folder({}), '{mode: ISTIO_MUTUAL, clientCertificate: nowhere.pem}');
+  t.same(msgs(b), [
+    'spec.trafficPolicy.tls.clientCertificate | clientCertificate must not be set with mode ISTIO_MUTUAL',
+  ]);
 });

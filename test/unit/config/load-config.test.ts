@@ -215,7 +215,7 @@ t.test('hash covers the contents in order', async (t) => {
   t.not(a.hash, c.hash);
 });
 
-t.test('kinds: refused, not implemented, ignored and missing', async (t) => {
+t.test('kinds: security, not implemented, ignored and missing', async (t) => {
   const b = load(`apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
 metadata: {name: deny, namespace: foo}
@@ -258,8 +258,6 @@ spec: {}
   t.same(
     b.issues.map((i) => `${i.severity} ${i.pos.line} ${i.path} | ${i.message}`),
     [
-      'error 2 AuthorizationPolicy foo/deny: kind | AuthorizationPolicy is not supported yet (zero-trust support lands later); the configuration is rejected rather than silently ignoring a security policy',
-      'error 7 PeerAuthentication default/default: kind | PeerAuthentication is not supported yet (zero-trust support lands later); the configuration is rejected rather than silently ignoring a security policy',
       'warning 12 Gateway default/gw: kind | kind Gateway is not implemented; document ignored',
       'warning 17 Telemetry default/t: kind | kind Telemetry is not implemented; document ignored',
       'error 30 document 7: apiVersion | apiVersion is required',
@@ -269,6 +267,86 @@ spec: {}
     ],
   );
   t.equal(b.documents.length, 9, 'every non-empty document is kept for the config dump');
+  t.same(
+    b.authorizationPolicies.map((r) => `${r.meta.namespace}/${r.meta.name}`),
+    ['foo/deny'],
+    'security kinds load',
+  );
+  t.same(
+    b.peerAuthentications.map((r) => `${r.meta.namespace}/${r.meta.name} ${r.spec.mode}`),
+    ['default/default STRICT'],
+  );
+  const unknownSecurity = load(
+    'apiVersion: security.istio.io/v1\nkind: Whatever\nmetadata: {name: w}\nspec: {}\n',
+  );
+  t.same(
+    unknownSecurity.issues.map((i) => `${i.severity} ${i.message}`),
+    ['warning kind Whatever is not implemented; document ignored'],
+  );
+  const oldSecurity = load(
+    'apiVersion: security.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {}\n',
+  );
+  t.same(
+    oldSecurity.issues.map((i) => `${i.severity} ${i.message}`),
+    ['error unsupported apiVersion security.istio.io/v1alpha1; expected security.istio.io/v1beta1|v1'],
+  );
+});
+
+t.test('RequestAuthentication loads with a warning explaining why ignoring it is safe', async (t) => {
+  const b = load(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/jwks
+    forwardOriginalToken: true
+`);
+  t.same(errors(b), []);
+  t.same(
+    warnings(b).map((i) => `${i.pos.line}:${i.pos.col} ${i.path} | ${i.message}`),
+    [
+      '2:7 RequestAuthentication foo/jwt: kind | meshlet does not validate JWTs; RequestAuthentication is not enforced and requests carry no request principal. ' +
+        'This never widens access: a RequestAuthentication alone denies nothing in Istio (it only rejects invalid tokens), ' +
+        'and AuthorizationPolicy rules that need a request principal never match, so they fail closed. ' +
+        'Requests with an invalid or expired token are not rejected with 401; they reach the application as they are',
+    ],
+  );
+  t.same(b.authorizationPolicies, []);
+  t.same(b.peerAuthentications, []);
+  t.equal(b.documents.length, 1, 'kept for the config dump');
+  const v1beta1 = load(
+    'apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: j}\n',
+  );
+  t.same(errors(v1beta1), [], 'no spec is fine: the document is not enforced anyway');
+  t.equal(warnings(v1beta1).length, 1);
+});
+
+t.test('RequestAuthentication that would make the application trust a header is an error', async (t) => {
+  const b = load(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules:
+  - issuer: a
+    outputPayloadToHeader: x-jwt-payload
+  - issuer: b
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+  - ~
+  - "odd"
+`);
+  t.same(
+    errors(b).map((i) => `${i.pos.line} ${i.path} | ${i.message}`),
+    [
+      '7 RequestAuthentication default/jwt: spec.jwtRules[0].outputPayloadToHeader | outputPayloadToHeader is not supported: meshlet validates no JWT, so the application would trust a header that the caller can write itself',
+      '9 RequestAuthentication default/jwt: spec.jwtRules[1].outputClaimToHeaders | outputClaimToHeaders is not supported: meshlet validates no JWT, so the application would trust a header that the caller can write itself',
+    ],
+  );
+  const odd = load(
+    'apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j}\nspec: {jwtRules: 3}\n',
+  );
+  t.same(errors(odd), [], 'the rest of the document is not read');
 });
 
 t.test('all accepted apiVersions', async (t) => {
@@ -367,12 +445,12 @@ spec:
   const ok = load(`apiVersion: meshlet.dev/v1alpha1
 kind: Proxy
 spec:
-  mode: node
+  mode: sidecar
   app: "[::1]:9000"
   outboundTrafficPolicy: REGISTRY_ONLY
 `);
   t.same(errors(ok), []);
-  t.same(ok.proxy?.spec, { mode: 'node', app: '[::1]:9000', outboundTrafficPolicy: 'REGISTRY_ONLY' });
+  t.same(ok.proxy?.spec, { mode: 'sidecar', app: '[::1]:9000', outboundTrafficPolicy: 'REGISTRY_ONLY' });
   const wrongVersion = load('apiVersion: meshlet.dev/v1\nkind: Proxy\nspec: {}\n');
   t.match(errors(wrongVersion)[0]?.message, /unsupported apiVersion meshlet\.dev\/v1/);
 });
