@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from './config/durations.ts';
 import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
-import type { SettingFlags } from './config/runtime-settings.ts';
+import { type SettingFlags, SettingsError } from './config/runtime-settings.ts';
 import { runDemo } from './demo/demo.ts';
 import type { EngineName } from './listener/listener-types.ts';
 import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
@@ -51,6 +51,9 @@ interface RunCliOptions {
   engine?: EngineName;
   drainTimeout?: number;
   accessLog?: boolean;
+  trustDomain?: string;
+  serviceAccount?: string;
+  identityDir?: string;
 }
 
 function flagsOf(o: RunCliOptions): SettingFlags {
@@ -64,6 +67,9 @@ function flagsOf(o: RunCliOptions): SettingFlags {
     ...(o.engine !== undefined && { engine: o.engine }),
     ...(o.drainTimeout !== undefined && { drainTimeoutMs: o.drainTimeout }),
     ...(o.accessLog !== undefined && { accessLog: o.accessLog }),
+    ...(o.trustDomain !== undefined && { trustDomain: o.trustDomain }),
+    ...(o.serviceAccount !== undefined && { serviceAccount: o.serviceAccount }),
+    ...(o.identityDir !== undefined && { identityDir: o.identityDir }),
   };
 }
 
@@ -78,7 +84,7 @@ export async function serve(configPath: string, flags: SettingFlags): Promise<Ru
       fatal(err.message, { config: configPath });
       process.exit(EXIT_INVALID);
     }
-    if (err instanceof Error && /must be HOST:PORT/.test(err.message)) {
+    if (err instanceof SettingsError) {
       fatal(err.message);
       process.exit(EXIT_INVALID);
     }
@@ -261,6 +267,12 @@ export function buildCli(): Command {
       return Number(v);
     })
     .option('--access-log', 'write one JSON access-log line per request to stdout')
+    .option('--trust-domain <domain>', 'SPIFFE trust domain of the mesh (default cluster.local)')
+    .option('--service-account <sa>', 'service account of this workload (default "default")')
+    .option(
+      '--identity-dir <dir>',
+      'workload identity from files managed outside meshlet: DIR/cert.pem, key.pem, ca.pem (as `meshlet ca issue` writes them)',
+    )
     .action(async (o: RunCliOptions) => {
       const configPath = o.config ?? process.env['MESHLET_CONFIG'];
       if (configPath === undefined || configPath === '') {

@@ -164,6 +164,21 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
   if (appText !== undefined && app === null) {
     throw new SettingsError(`--app must be HOST:PORT, got ${JSON.stringify(appText)}`);
   }
+  // The document's values were validated by the loader; flags are checked here, by the same rules.
+  if (flags.trustDomain !== undefined && !/^[a-z0-9._-]{1,255}$/.test(flags.trustDomain)) {
+    throw new SettingsError(
+      `--trust-domain must be a SPIFFE trust domain (lower-case letters, digits, ".", "_" and "-"), got ${JSON.stringify(flags.trustDomain)}`,
+    );
+  }
+  if (
+    flags.serviceAccount !== undefined &&
+    (flags.serviceAccount.length > 253 ||
+      !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(flags.serviceAccount))
+  ) {
+    throw new SettingsError(
+      `--service-account must be a Kubernetes service account name, got ${JSON.stringify(flags.serviceAccount)}`,
+    );
+  }
   const labels = p.labels ?? {};
   const namespace = flags.namespace ?? p.namespace ?? DEFAULTS.namespace;
   const identity = resolveIdentity(flags.identityDir, p.identity);

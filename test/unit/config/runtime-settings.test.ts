@@ -231,6 +231,14 @@ t.test('settings that cannot work throw SettingsError (the CLI exits 2)', async 
     message:
       'workloads a, b would share one certificate from /certs/cert.pem; give each workload its own identity.files, or use identity.ca',
   });
+  t.throws(() => resolveSettings({ trustDomain: 'Example.org' }, null), {
+    constructor: SettingsError,
+    message: /--trust-domain must be a SPIFFE trust domain/,
+  });
+  t.throws(() => resolveSettings({ serviceAccount: 'a/b' }, null), {
+    constructor: SettingsError,
+    message: /--service-account must be a Kubernetes service account name, got "a\/b"/,
+  });
   t.throws(() => resolveSettings({ app: 'nope' }, null), {
     constructor: SettingsError,
     name: 'SettingsError',
