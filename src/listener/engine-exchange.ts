@@ -4,14 +4,22 @@
  * callbacks, the drain flag, and finishing an exchange exactly once (with the listener's in-flight
  * count). How a response is framed and written stays in each engine.
  */
+import type { PeerIdentity } from '../tls/identity-types.ts';
+import type { ConnectionTls } from './inbound-tls.ts';
 import type { BodyStream, EngineName, HeaderList, IncomingRequest } from './listener-types.ts';
 
 const EMPTY = Buffer.alloc(0);
 
-/** The request as every engine hands it to the handler. */
+/**
+ * The request as every engine hands it to the handler. `peer` and `sni` are declared fields, so every
+ * instance has the same shape whether the connection is TLS or not (they stay undefined on
+ * plaintext).
+ */
 export class EngineIncoming implements IncomingRequest {
   readonly engine: EngineName;
-  readonly secure = false;
+  readonly secure: boolean;
+  readonly peer?: PeerIdentity;
+  readonly sni?: string;
   readonly method: string;
   readonly target: string;
   readonly headers: HeaderList;
@@ -26,8 +34,14 @@ export class EngineIncoming implements IncomingRequest {
     remoteAddress: string,
     localPort: number,
     body: BodyStream | null,
+    security: ConnectionTls | null = null,
   ) {
     this.engine = engine;
+    this.secure = security !== null;
+    if (security !== null) {
+      if (security.peer !== null) this.peer = security.peer;
+      if (security.sni !== null) this.sni = security.sni;
+    }
     this.method = method;
     this.target = target;
     this.headers = headers;

@@ -23,6 +23,10 @@
  *   and goes to `onUpgrade` with the bytes read after the head; without `onUpgrade`, 501 + close.
  * - Timeouts: one coarse sweep per listener; idle keep-alive connections close after 60 s, a head
  *   that is not complete 30 s after its first byte gets 408 and a close.
+ * - Inbound mTLS (`opts.tls`): new connections go through the TLS gate (inbound-tls.ts) first; what
+ *   it hands over (a TLS socket, or the accepted socket with the bytes it read to decide) is served
+ *   exactly like a plaintext connection, and every request of a TLS connection carries its `peer` and
+ *   `sni`. Sniffing and the handshake share the head timeout. Without `opts.tls` nothing of this runs.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { clampToLength, EngineIncoming, ExchangeBase } from './engine-exchange.ts';
@@ -46,10 +50,10 @@ import {
   statusLine,
   trimOws,
 } from './http-syntax.ts';
+import { type ConnectionTls, type GateTimers, InboundTlsGate, type TlsAwareListener } from './inbound-tls.ts';
 import type {
   BodyStream,
   HeaderList,
-  Listener,
   ListenOptions,
   ResponseSink,
   UpgradeHandler,
@@ -83,6 +87,8 @@ export interface H1Tuning {
   readonly idleTimeoutMs?: number;
   /** A request head not complete this long after its first byte gets 408 and a close (ms). */
   readonly headTimeoutMs?: number;
+  /** Timers for the TLS sniff/handshake deadline (which is `headTimeoutMs`). */
+  readonly tlsTimers?: GateTimers;
 }
 
 const STATUS_LINES = new Map<number, string>();
@@ -390,6 +396,8 @@ class H1Conn {
   readonly socket: Socket;
   readonly state: H1ListenerState;
   readonly remoteAddress: string;
+  /** TLS facts of the connection (null: plaintext), the same for each of its requests. */
+  private readonly security: ConnectionTls | null;
   /** Bytes received and not parsed yet. */
   private buf: Buffer = EMPTY;
   private phase = P_HEAD;
@@ -414,9 +422,10 @@ class H1Conn {
   private bodyFlush: H1Body | null = null;
   private readonly bodyFlushBound: () => void;
 
-  constructor(socket: Socket, state: H1ListenerState) {
+  constructor(socket: Socket, state: H1ListenerState, security: ConnectionTls | null) {
     this.socket = socket;
     this.state = state;
+    this.security = security;
     this.remoteAddress = socket.remoteAddress ?? '';
     this.since = state.now;
     this.headFlushBound = () => {
@@ -434,6 +443,11 @@ class H1Conn {
     socket.on('close', () => this.onClose());
     socket.on('drain', () => this.current?.drained());
     socket.on('error', () => {});
+  }
+
+  /** Bytes the TLS gate read from the socket to tell plaintext from TLS: they come first. */
+  feed(initial: Buffer): void {
+    if (initial.length > 0) this.onData(initial);
   }
 
   private onData(d: Buffer): void {
@@ -572,7 +586,16 @@ class H1Conn {
       }
       this.detach();
       onUpgrade(
-        new EngineIncoming('h1', method, target, headers, this.remoteAddress, this.state.port, null),
+        new EngineIncoming(
+          'h1',
+          method,
+          target,
+          headers,
+          this.remoteAddress,
+          this.state.port,
+          null,
+          this.security,
+        ),
         this.socket,
         rest,
       );
@@ -597,7 +620,16 @@ class H1Conn {
     this.current = ex;
     this.timerMode = T_BUSY;
     this.state.inFlight++;
-    const req = new EngineIncoming('h1', method, target, headers, this.remoteAddress, this.state.port, body);
+    const req = new EngineIncoming(
+      'h1',
+      method,
+      target,
+      headers,
+      this.remoteAddress,
+      this.state.port,
+      body,
+      this.security,
+    );
     try {
       this.state.opts.handler(req, ex);
     } catch {
@@ -816,16 +848,47 @@ class H1Conn {
   }
 }
 
-/** Serves `opts.handler` on net sockets with the h1 codec. Rejects when the address cannot be bound. */
-export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Listener> {
+/**
+ * Serves `opts.handler` on net sockets with the h1 codec, behind the TLS gate when `opts.tls` is set.
+ * Rejects when the address cannot be bound.
+ */
+export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<TlsAwareListener> {
   const state = new H1ListenerState(opts, tuning);
-  const server: Server = createServer({ noDelay: true, keepAlive: true, allowHalfOpen: true }, (socket) => {
+  const serve = (socket: Socket, security: ConnectionTls | null, initial: Buffer): void => {
     if (state.draining) {
       socket.destroy();
       return;
     }
-    state.conns.add(new H1Conn(socket, state));
-  });
+    const conn = new H1Conn(socket, state, security);
+    state.conns.add(conn);
+    conn.feed(initial);
+  };
+  const gate =
+    opts.tls === undefined
+      ? null
+      : new InboundTlsGate({
+          tls: opts.tls,
+          timeoutMs: state.headMs,
+          onReady: serve,
+          ...(tuning.tlsTimers === undefined ? {} : { timers: tuning.tlsTimers }),
+        });
+  const onConnection =
+    gate === null
+      ? (socket: Socket): void => {
+          if (state.draining) {
+            socket.destroy();
+            return;
+          }
+          state.conns.add(new H1Conn(socket, state, null));
+        }
+      : (socket: Socket): void => {
+          if (state.draining) {
+            socket.destroy();
+            return;
+          }
+          gate.accept(socket);
+        };
+  const server: Server = createServer({ noDelay: true, keepAlive: true, allowHalfOpen: true }, onConnection);
   const tick = Math.max(10, Math.floor(Math.min(state.idleMs, state.headMs) / 4));
   const sweeper = setInterval(() => {
     const now = Date.now();
@@ -833,7 +896,7 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Li
     for (const c of state.conns) c.sweep(now);
   }, tick);
   sweeper.unref();
-  return new Promise<Listener>((resolve, reject) => {
+  return new Promise<TlsAwareListener>((resolve, reject) => {
     const onError = (err: Error): void => {
       clearInterval(sweeper);
       reject(err);
@@ -850,6 +913,8 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Li
         if (stopped) return;
         stopped = true;
         server.close();
+        // Connections still deciding or handshaking have no request in flight.
+        gate?.closeAll();
         for (const c of [...state.conns]) c.drain();
       };
       resolve({
@@ -864,6 +929,8 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Li
           clearInterval(sweeper);
           for (const c of [...state.conns]) c.socket.destroy();
         },
+        tlsHandshakeErrors: () => (gate === null ? 0 : gate.tlsHandshakeErrors()),
+        plaintextRefused: () => (gate === null ? 0 : gate.plaintextRefused()),
       });
     });
   });

@@ -11,6 +11,11 @@
  *   behaviour as uWS, which sends the 100 by itself.
  * - CONNECT and upgrade requests never reach the request handler: CONNECT gets 501; upgrades go to
  *   `onUpgrade`, or get 501 when there is none.
+ * - Inbound mTLS (`opts.tls`): node:http's own connection handler is taken off the server and run by
+ *   the TLS gate (inbound-tls.ts) once a connection is plaintext or has finished its handshake, so
+ *   the server keeps listening, tracking connections and timing out heads as usual. Bytes the gate
+ *   read to decide are handed to the parser before anything else. Requests of a TLS connection carry
+ *   its `peer` and `sni`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
@@ -26,14 +31,24 @@ import {
   reasonPhrase,
   trimOws,
 } from './http-syntax.ts';
-import type { BodyStream, HeaderList, Listener, ListenOptions, ResponseSink } from './listener-types.ts';
+import { type ConnectionTls, type GateTimers, InboundTlsGate, type TlsAwareListener } from './inbound-tls.ts';
+import type { BodyStream, HeaderList, ListenOptions, ResponseSink } from './listener-types.ts';
 
 const EMPTY = Buffer.alloc(0);
 const LENGTH_VALUE = /^\d{1,15}$/;
 
+/** Internal tuning, for tests. */
+export interface NodeTuning {
+  /** Sniffing plus the TLS handshake must finish this long after accept (ms); default 60 s, as node:http's head timeout. */
+  readonly tlsTimeoutMs?: number;
+  readonly tlsTimers?: GateTimers;
+}
+
 class NodeListenerState {
   inFlight = 0;
   draining = false;
+  /** TLS facts of each TLS connection (plaintext connections have none). */
+  readonly security = new WeakMap<Duplex, ConnectionTls>();
   /** The exchange currently using each socket, so `clientError` knows whether a response started. */
   readonly active = new WeakMap<Duplex, NodeExchange>();
   /** Connections whose request was refused with 400: nothing more from them reaches the handler. */
@@ -260,8 +275,48 @@ function endSocket(socket: Duplex, reply: string): void {
   }
 }
 
-/** Serves `opts.handler` on node:http. Rejects when the address cannot be bound. */
-export function listenNode(opts: ListenOptions): Promise<Listener> {
+/**
+ * Takes node:http's connection handler off `server` and runs it through the TLS gate instead: the
+ * server still listens (so connection tracking, head timeouts and `close*Connections` keep working),
+ * but a connection reaches HTTP only when it is plaintext or finished its handshake.
+ */
+function gateConnections(
+  server: Server,
+  state: NodeListenerState,
+  opts: ListenOptions & { readonly tls: NonNullable<ListenOptions['tls']> },
+  tuning: NodeTuning,
+): InboundTlsGate {
+  const own = server.listeners('connection') as Array<(this: Server, socket: Duplex) => void>;
+  const httpConnection = own[0];
+  if (own.length !== 1 || httpConnection === undefined) {
+    throw new Error('node:http server has an unexpected set of connection listeners');
+  }
+  server.removeListener('connection', httpConnection);
+  const gate = new InboundTlsGate({
+    tls: opts.tls,
+    timeoutMs: tuning.tlsTimeoutMs ?? server.headersTimeout,
+    onReady: (socket, security, initial) => {
+      if (state.draining) {
+        socket.destroy();
+        return;
+      }
+      if (security !== null) state.security.set(socket, security);
+      httpConnection.call(server, socket);
+      // The parser now reads the socket (node:http takes its handle over); the bytes read before
+      // hand-over go to its 'data' listener first, ahead of anything the handle reads later.
+      if (initial.length > 0) socket.emit('data', initial);
+    },
+    ...(tuning.tlsTimers === undefined ? {} : { timers: tuning.tlsTimers }),
+  });
+  server.on('connection', (raw: Socket) => gate.accept(raw));
+  return gate;
+}
+
+/**
+ * Serves `opts.handler` on node:http, behind the TLS gate when `opts.tls` is set. Rejects when the
+ * address cannot be bound.
+ */
+export function listenNode(opts: ListenOptions, tuning: NodeTuning = {}): Promise<TlsAwareListener> {
   const state = new NodeListenerState();
   const server: Server = createServer({
     insecureHTTPParser: false,
@@ -270,6 +325,8 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
     keepAlive: true,
   });
   let port = opts.port;
+  const tls = opts.tls;
+  const gate = tls === undefined ? null : gateConnections(server, state, { ...opts, tls }, tuning);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     state.inFlight++;
@@ -306,6 +363,7 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
       socket.remoteAddress ?? '',
       port,
       hasRequestBody(req) ? new NodeBody(req) : null,
+      gate === null ? null : (state.security.get(socket) ?? null),
     );
     try {
       opts.handler(incoming, exchange);
@@ -354,11 +412,12 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
       req.socket.remoteAddress ?? '',
       port,
       null,
+      gate === null ? null : (state.security.get(req.socket) ?? null),
     );
     opts.onUpgrade(incoming, socket, head);
   });
 
-  return new Promise<Listener>((resolve, reject) => {
+  return new Promise<TlsAwareListener>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
     server.listen({ host: opts.host, port: opts.port }, () => {
@@ -372,6 +431,7 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
         stopped = true;
         server.close();
         server.closeIdleConnections();
+        gate?.closeAll();
       };
       resolve({
         name: opts.name,
@@ -384,6 +444,8 @@ export function listenNode(opts: ListenOptions): Promise<Listener> {
           stopAccepting();
           server.closeAllConnections();
         },
+        tlsHandshakeErrors: () => (gate === null ? 0 : gate.tlsHandshakeErrors()),
+        plaintextRefused: () => (gate === null ? 0 : gate.plaintextRefused()),
       });
     });
   });

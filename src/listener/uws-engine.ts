@@ -29,6 +29,8 @@
  * - Header values are handed to JS decoded as UTF-8: obs-text bytes (0x80-0xFF) arrive as U+FFFD.
  * - Upgrade: uWS only upgrades to its own WebSocket implementation, never hands out the socket, so
  *   `Connection: upgrade` requests are answered here with 501.
+ * - No TLS: `opts.tls` is not served here (this build exposes no client certificate, so no caller
+ *   identity); `startListener` runs listeners with `tls` on h1 instead.
  */
 
 import type * as Uws from 'uWebSockets.js';
