@@ -296,7 +296,9 @@ export function buildCli(): Command {
         bundle.serviceEntries.length +
         bundle.virtualServices.length +
         bundle.destinationRules.length +
-        bundle.sidecars.length;
+        bundle.sidecars.length +
+        bundle.peerAuthentications.length +
+        bundle.authorizationPolicies.length;
       process.stdout.write(
         `${path}: ${errors === 0 ? 'valid' : 'invalid'}: ${count} resource(s), ${errors} error(s), ${warnings} warning(s)\n`,
       );
