@@ -1,0 +1,470 @@
+/**
+ * `npm run bench:mtls`: what mTLS costs between two meshlet sidecars.
+ *
+ *   a. Keep-alive req/s through the two-sidecar chain wrk → meshlet A (outbound) → meshlet B
+ *      (inbound, PERMISSIVE) → nginx, with A reaching B in plaintext (`bench-plain`) and over
+ *      auto-mTLS (`bench-mtls`): the same two processes, the same connections count, only the Host
+ *      differs (goal: mTLS ≥ 0.8× plaintext). CPU per request is A's plus B's.
+ *   b. New connections per second against a meshlet inbound port, each one a full mTLS handshake
+ *      with a client certificate plus one request (meshlet C, STRICT), next to the same loop in
+ *      plaintext against B's inbound port; the server's CPU per connection is the handshake cost.
+ *
+ * Pinning as in `npm run bench`: wrk, nginx and this process (which runs the connection load of b)
+ * on the first allowed CPU; the meshlets on the second. Both sidecars of (a) share that core, so
+ * (a)'s absolute req/s is about half a one-hop figure; the ratio is what it measures. Each figure
+ * is a median over alternating rounds (the order of the compared modes flips every round).
+ *
+ *   npm run bench:mtls -- [--rounds 3] [--duration 5] [--connections 50] [--engine h1]
+ *                         [--hs-duration 3] [--hs-concurrency 8] [--only a,b] [--markdown FILE]
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { BODY } from './configs.ts';
+import { type CpuSample, sample, usage } from './cpu.ts';
+import { connectionLoad } from './handshake-load.ts';
+import {
+  type CaFiles,
+  clientSidecarYaml,
+  MTLS_HOST,
+  PLAIN_HOST,
+  pemFilesIn,
+  serverSidecarYaml,
+} from './mtls-configs.ts';
+import { capture, freePort, httpGet, Processes, parseCpuList, type Started, waitUntil } from './procs.ts';
+import { findExecutable, meshletRunArgs, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
+import { formatRps, median } from './report.ts';
+import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
+
+const USAGE = `usage: npm run bench:mtls -- [options]
+  --rounds <n>           alternating rounds per comparison (default 3)
+  --duration <s>         wrk run length for (a) (default 5)
+  --connections <n>      keep-alive connections for (a) (default 50)
+  --engine <e>           meshlet listener engine: h1 or node (default h1; uws has no TLS)
+  --hs-duration <s>      length of one new-connection run for (b) (default 3)
+  --hs-concurrency <n>   connections opened at once in (b) (default 8)
+  --only <list>          which measurements, comma-separated from a,b (default a,b)
+  --markdown <file>      also write the tables as Markdown
+  --meshlet-cli <path>   the meshlet entry point (default dist/src/cli.js)
+`;
+
+interface Options {
+  readonly rounds: number;
+  readonly durationSec: number;
+  readonly connections: number;
+  readonly engine: 'h1' | 'node';
+  readonly hsDurationSec: number;
+  readonly hsConcurrency: number;
+  readonly only: ReadonlySet<string>;
+  readonly markdown: string | undefined;
+  readonly meshletCli: string;
+}
+
+function parseOptions(argv: string[]): Options | string {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rounds: { type: 'string', default: '3' },
+      duration: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '50' },
+      engine: { type: 'string', default: 'h1' },
+      'hs-duration': { type: 'string', default: '3' },
+      'hs-concurrency': { type: 'string', default: '8' },
+      only: { type: 'string', default: 'a,b' },
+      markdown: { type: 'string' },
+      'meshlet-cli': { type: 'string', default: 'dist/src/cli.js' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return '';
+  const int = (name: string, text: string): number | string => {
+    const n = Number(text);
+    return Number.isInteger(n) && n >= 1 ? n : `--${name} must be an integer ≥ 1, not ${text}`;
+  };
+  const fields = {
+    rounds: int('rounds', values.rounds),
+    durationSec: int('duration', values.duration),
+    connections: int('connections', values.connections),
+    hsDurationSec: int('hs-duration', values['hs-duration']),
+    hsConcurrency: int('hs-concurrency', values['hs-concurrency']),
+  };
+  for (const v of Object.values(fields)) if (typeof v === 'string') return v;
+  const n = fields as Record<keyof typeof fields, number>;
+  const engine = values.engine;
+  if (engine !== 'h1' && engine !== 'node')
+    return `--engine takes h1 or node (uws has no TLS), not ${engine}`;
+  const only = new Set(values.only.split(',').map((s) => s.trim()));
+  for (const o of only) if (o !== 'a' && o !== 'b') return `--only takes a, b; not ${o}`;
+  return { ...n, engine, only, markdown: values.markdown, meshletCli: resolve(values['meshlet-cli']) };
+}
+
+const out = (line = ''): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+interface Context {
+  readonly procs: Processes;
+  readonly opts: Options;
+  readonly pinning: Pinning | undefined;
+  readonly ports: Set<number>;
+  readonly ca: CaFiles;
+  /** Where \`meshlet ca init\` wrote the CA (what \`meshlet ca issue --ca\` takes). */
+  readonly caDir: string;
+  readonly backendPort: number;
+  readonly ticksPerSec: number;
+}
+
+interface RunningMeshlet {
+  readonly outbound: number;
+  readonly inbound: number;
+  readonly admin: number;
+  readonly proc: Started;
+}
+
+/** `meshlet <args>` to completion (the `ca` subcommands), throwing with its output on failure. */
+function meshletCli(cli: string, args: readonly string[]): Promise<void> {
+  return new Promise((ok, fail) => {
+    execFile(process.execPath, [cli, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err === null) ok();
+      else fail(new Error(`meshlet ${args.join(' ')} failed: ${stderr}${stdout}`));
+    });
+  });
+}
+
+/** Starts meshlet on the proxy CPU; resolves once `/ready` answers 200 (the certificate is issued). */
+async function startMeshlet(
+  ctx: Context,
+  name: string,
+  yaml: string,
+  app: number | undefined,
+): Promise<RunningMeshlet> {
+  const [outbound, inbound, admin] = [
+    await freePort(ctx.ports),
+    await freePort(ctx.ports),
+    await freePort(ctx.ports),
+  ];
+  const configPath = join(ctx.procs.tempDir(), `${name}.yaml`);
+  writeFileSync(configPath, yaml);
+  const args = meshletRunArgs(ctx.opts.meshletCli, configPath, { outbound, inbound, admin }, ctx.opts.engine);
+  if (app !== undefined) args.push('--app', `127.0.0.1:${app}`);
+  const proc = ctx.procs.spawn(name, process.execPath, args, { cpu: ctx.pinning?.proxyCpu });
+  const failure = await waitUntil(
+    async () => {
+      const res = await httpGet(admin, '/ready', `127.0.0.1:${admin}`, 1000);
+      if (res.status !== 200) throw new Error(`/ready answered ${res.status}`);
+      return true;
+    },
+    proc,
+    READY_TIMEOUT_MS,
+  );
+  if (failure !== undefined) {
+    await ctx.procs.stop(proc);
+    throw new Error(`${name} did not start: ${failure}`);
+  }
+  return { outbound, inbound, admin, proc };
+}
+
+/** Waits until `host` answers the backend's body through `port` (the whole chain is up). */
+async function waitForRoute(port: number, host: string, proc: Started): Promise<void> {
+  const failure = await waitUntil(
+    async () => {
+      const res = await httpGet(port, '/', host, 1000);
+      if (res.status !== 200 || !res.body.equals(Buffer.from(BODY)))
+        throw new Error(`${host} answered ${res.status}: ${res.body.toString().slice(0, 120)}`);
+      return true;
+    },
+    proc,
+    5000,
+  );
+  if (failure !== undefined) throw new Error(`route ${host}: ${failure}`);
+}
+
+/** CPU ticks of several process groups at once, as one sample. */
+function sampleAll(procs: readonly Started[], cpu: number | undefined): CpuSample {
+  const parts = procs.map((p) => sample(p.child.pid, undefined));
+  const ticks = parts.map((p) => p.proxyTicks);
+  const base = sample(undefined, cpu);
+  return {
+    at: base.at,
+    proxyTicks: ticks.includes(undefined) ? undefined : ticks.reduce((s, t) => (s ?? 0) + (t ?? 0), 0),
+    cpu: base.cpu,
+  };
+}
+
+function orderFor<T>(round: number, modes: readonly T[]): readonly T[] {
+  return round % 2 === 1 ? modes : [...modes].reverse();
+}
+
+function errorsNote(w: WrkResult): string {
+  return w.non2xx + w.socketErrors > 0 ? `  (non-2xx ${w.non2xx}, socket errors ${w.socketErrors})` : '';
+}
+
+/** Per-round ratios of `b` to `a` (index i of each list is the same round), then their median. */
+function medianRatio(a: readonly number[], b: readonly number[]): number {
+  return median(b.map((x, i) => x / (a[i] ?? Number.NaN)));
+}
+
+// ---- a. keep-alive through two sidecars ----
+
+async function keepAlive(ctx: Context): Promise<string[]> {
+  const { opts } = ctx;
+  const server = await startMeshlet(
+    ctx,
+    'sidecar-b',
+    serverSidecarYaml(ctx.ca, 'PERMISSIVE'),
+    ctx.backendPort,
+  );
+  const client = await startMeshlet(ctx, 'sidecar-a', clientSidecarYaml(ctx.ca, server.inbound), undefined);
+  const modes = [
+    { label: 'plaintext A → B', host: PLAIN_HOST },
+    { label: 'mTLS A → B (auto-mTLS)', host: MTLS_HOST },
+  ] as const;
+  const rps = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
+  const p99 = new Map<string, number[]>();
+  try {
+    for (const m of modes) await waitForRoute(client.outbound, m.host, client.proc);
+    const wrk = (host: string, durationSec: number): Promise<WrkResult> =>
+      runWrk(ctx.procs, {
+        url: `http://127.0.0.1:${client.outbound}/`,
+        host,
+        connections: opts.connections,
+        durationSec,
+        cpu: ctx.pinning?.loadCpu,
+      });
+    for (const m of modes) await wrk(m.host, 1);
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const m of orderFor(round, modes)) {
+        const before = sampleAll([client.proc, server.proc], ctx.pinning?.proxyCpu);
+        const w = await wrk(m.host, opts.durationSec);
+        const after = sampleAll([client.proc, server.proc], ctx.pinning?.proxyCpu);
+        const u = usage(before, after, w.requests, ctx.ticksPerSec);
+        rps.set(m.label, [...(rps.get(m.label) ?? []), w.requestsPerSec]);
+        p99.set(m.label, [...(p99.get(m.label) ?? []), w.p99Ms]);
+        if (u.usPerRequest !== undefined) cpu.set(m.label, [...(cpu.get(m.label) ?? []), u.usPerRequest]);
+        out(
+          `(a) round ${round}/${opts.rounds} ${m.label.padEnd(24)} ${formatRps(w.requestsPerSec).padStart(8)} req/s  p99 ${w.p99Ms.toFixed(2)} ms  ${u.usPerRequest?.toFixed(1) ?? '?'} µs CPU/req (A+B)${errorsNote(w)}`,
+        );
+      }
+    }
+  } finally {
+    await ctx.procs.stop(client.proc);
+    await ctx.procs.stop(server.proc);
+  }
+  const [plain, mtls] = modes.map((m) => m.label) as [string, string];
+  const ratio = medianRatio(rps.get(plain) ?? [], rps.get(mtls) ?? []);
+  const cpuRatio = medianRatio(cpu.get(plain) ?? [], cpu.get(mtls) ?? []);
+  const lines = [
+    `**(a) keep-alive req/s through two sidecars** (wrk → A outbound → B inbound → nginx; ${opts.connections} connections, ${opts.rounds} × ${opts.durationSec} s per mode, engine ${opts.engine}, both sidecars on one core)`,
+    '',
+    '| A → B | req/s (median) | per round | p99 (median) | CPU µs/req, A+B (median) |',
+    '|---|---:|---|---:|---:|',
+  ];
+  for (const m of modes) {
+    const r = rps.get(m.label) ?? [];
+    const c = cpu.get(m.label) ?? [];
+    lines.push(
+      `| ${m.label} | ${formatRps(median(r))} | ${r.map(formatRps).join(' / ')} | ${median(p99.get(m.label) ?? []).toFixed(2)} ms | ${c.length === 0 ? '—' : median(c).toFixed(1)} |`,
+    );
+  }
+  lines.push(
+    '',
+    `req/s ratio mTLS ÷ plaintext (median of per-round ratios): **${ratio.toFixed(3)}** (goal ≥ 0.8); CPU µs/req ratio: **${Number.isNaN(cpuRatio) ? '—' : cpuRatio.toFixed(3)}**`,
+  );
+  return lines;
+}
+
+// ---- b. new connections ----
+
+async function handshakes(ctx: Context): Promise<string[]> {
+  const { opts } = ctx;
+  const clientDir = ctx.procs.tempDir();
+  await meshletCli(opts.meshletCli, [
+    'ca',
+    'issue',
+    '--ca',
+    ctx.caDir,
+    '--namespace',
+    'default',
+    '--service-account',
+    'bench-load',
+    '--out',
+    clientDir,
+  ]);
+  const clientFiles = pemFilesIn(clientDir, 'workload');
+  const clientPem = {
+    certPem: readFileSync(clientFiles.certFile, 'utf8'),
+    keyPem: readFileSync(clientFiles.keyFile, 'utf8'),
+  };
+  const strict = await startMeshlet(
+    ctx,
+    'server-strict',
+    serverSidecarYaml(ctx.ca, 'STRICT'),
+    ctx.backendPort,
+  );
+  const plain = await startMeshlet(
+    ctx,
+    'server-plain',
+    serverSidecarYaml(ctx.ca, 'PERMISSIVE'),
+    ctx.backendPort,
+  );
+  const modes = [
+    { label: 'plaintext (PERMISSIVE port)', server: plain, tls: undefined },
+    { label: 'mTLS handshake (STRICT port)', server: strict, tls: clientPem },
+  ] as const;
+  const rates = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
+  const busy = new Map<string, number[]>();
+  let errorNotes = '';
+  try {
+    for (const m of modes) {
+      const warm = await connectionLoad({
+        port: m.server.inbound,
+        durationMs: 500,
+        concurrency: opts.hsConcurrency,
+        ...(m.tls !== undefined ? { tls: m.tls } : {}),
+      });
+      if (warm.completed === 0)
+        throw new Error(`${m.label}: no connection completed (${warm.errorSamples.join('; ')})`);
+    }
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const m of orderFor(round, modes)) {
+        const before = sampleAll([m.server.proc], ctx.pinning?.proxyCpu);
+        const r = await connectionLoad({
+          port: m.server.inbound,
+          durationMs: opts.hsDurationSec * 1000,
+          concurrency: opts.hsConcurrency,
+          ...(m.tls !== undefined ? { tls: m.tls } : {}),
+        });
+        const after = sampleAll([m.server.proc], ctx.pinning?.proxyCpu);
+        const u = usage(before, after, r.completed, ctx.ticksPerSec);
+        rates.set(m.label, [...(rates.get(m.label) ?? []), r.perSecond]);
+        if (u.usPerRequest !== undefined) cpu.set(m.label, [...(cpu.get(m.label) ?? []), u.usPerRequest]);
+        if (u.proxyCores !== undefined) busy.set(m.label, [...(busy.get(m.label) ?? []), u.proxyCores]);
+        if (r.errors > 0) errorNotes += ` ${m.label}: ${r.errors} errors (${r.errorSamples.join('; ')}).`;
+        out(
+          `(b) round ${round}/${opts.rounds} ${m.label.padEnd(28)} ${r.perSecond.toFixed(0).padStart(6)} conn/s  ${u.usPerRequest?.toFixed(0) ?? '?'} µs server CPU/conn  server CPU ${Math.round((u.proxyCores ?? 0) * 100)} %${r.errors > 0 ? `  errors ${r.errors}` : ''}`,
+        );
+      }
+    }
+  } finally {
+    await ctx.procs.stop(strict.proc);
+    await ctx.procs.stop(plain.proc);
+  }
+  const lines = [
+    `**(b) new connections per second against a meshlet inbound port** (each: connect, handshake, one GET, close; ${opts.hsConcurrency} at once from a Node tls client on the load CPU; ${opts.rounds} × ${opts.hsDurationSec} s per mode, engine ${opts.engine})`,
+    '',
+    '| connection | conn/s (median) | per round | server CPU µs/conn (median) | server CPU busy (median) |',
+    '|---|---:|---|---:|---:|',
+  ];
+  for (const m of modes) {
+    const r = rates.get(m.label) ?? [];
+    const c = cpu.get(m.label) ?? [];
+    const b = busy.get(m.label) ?? [];
+    lines.push(
+      `| ${m.label} | ${median(r).toFixed(0)} | ${r.map((x) => x.toFixed(0)).join(' / ')} | ${c.length === 0 ? '—' : median(c).toFixed(0)} | ${b.length === 0 ? '—' : `${Math.round(median(b) * 100)} %`} |`,
+    );
+  }
+  const [p, m] = modes.map((x) => x.label) as [string, string];
+  const perCore = median(cpu.get(m) ?? []);
+  lines.push(
+    '',
+    `A server core at 100 % would complete about **${Number.isNaN(perCore) ? '—' : (1e6 / perCore).toFixed(0)} mTLS connections/s** (1,000,000 ÷ server CPU µs/conn); the handshake costs about **${Number.isNaN(perCore) ? '—' : (perCore - median(cpu.get(p) ?? [])).toFixed(0)} µs** of server CPU over a plaintext connection.${errorNotes === '' ? '' : ` Errors:${errorNotes}`}`,
+  );
+  return lines;
+}
+
+// ---- main ----
+
+async function detectPinning(): Promise<Pinning | undefined> {
+  if (findExecutable('taskset') === undefined) return undefined;
+  const affinity = (await capture('taskset', ['-pc', String(process.pid)])) ?? '';
+  const list = parseCpuList(affinity.split(':').at(-1) ?? '');
+  const allowed = list.length > 0 ? list : [...Array(availableParallelism()).keys()];
+  const [loadCpu, proxyCpu] = allowed;
+  return loadCpu === undefined || proxyCpu === undefined ? undefined : { loadCpu, proxyCpu };
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  const parsed = parseOptions(argv);
+  if (typeof parsed === 'string') {
+    if (parsed !== '') process.stderr.write(`bench:mtls: ${parsed}\n\n`);
+    process.stderr.write(USAGE);
+    return parsed === '' ? 0 : 2;
+  }
+  if (parsed.only.has('a') && findExecutable('wrk') === undefined) {
+    process.stderr.write(
+      'bench:mtls: wrk is required for (a) (e.g. apt-get install wrk); nothing was run.\n',
+    );
+    return 2;
+  }
+  const procs = new Processes();
+  process.on('exit', () => procs.cleanupSync());
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      procs.cleanupSync();
+      process.exit(130);
+    });
+  }
+  const pinning = await detectPinning();
+  // The connection load of (b) runs in this process: it belongs on the load CPU with wrk.
+  if (pinning !== undefined) await capture('taskset', ['-apc', String(pinning.loadCpu), String(process.pid)]);
+  const command = `npm run bench:mtls${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`;
+  out(`command: ${command}`);
+  out(
+    `pinning: ${pinning === undefined ? 'none' : `wrk + nginx + the connection load on CPU ${pinning.loadCpu}, the meshlets on CPU ${pinning.proxyCpu}`}; engine ${parsed.engine}`,
+  );
+  out(
+    `wrk: ${wrkCommandLine({ url: 'http://127.0.0.1:<port>/', host: '<bench-plain|bench-mtls>', connections: parsed.connections, durationSec: parsed.durationSec, cpu: pinning?.loadCpu })}`,
+  );
+  const sections: string[][] = [];
+  try {
+    const ports = new Set<number>();
+    const caDir = procs.tempDir();
+    await meshletCli(parsed.meshletCli, ['ca', 'init', '--trust-domain', 'cluster.local', '--out', caDir]);
+    const ca = pemFilesIn(caDir, 'ca');
+    const backend = await startBackend({
+      procs,
+      pinning,
+      ports,
+      nginxBin: findExecutable('nginx'),
+      haproxyBin: undefined,
+      meshletCli: parsed.meshletCli,
+      repoRoot: process.cwd(),
+    });
+    out(`backend: ${backend.kind} on 127.0.0.1:${backend.port}`);
+    const ctx: Context = {
+      procs,
+      opts: parsed,
+      pinning,
+      ports,
+      ca,
+      caDir,
+      backendPort: backend.port,
+      ticksPerSec: Number((await capture('getconf', ['CLK_TCK'])) ?? '') || 100,
+    };
+    if (parsed.only.has('a')) sections.push(await keepAlive(ctx));
+    if (parsed.only.has('b')) sections.push(await handshakes(ctx));
+  } finally {
+    await procs.cleanup();
+  }
+  const text = sections.map((s) => s.join('\n')).join('\n\n');
+  out('');
+  out(text);
+  if (parsed.markdown !== undefined) {
+    writeFileSync(parsed.markdown, `${text}\n`);
+    out(`\nwrote ${parsed.markdown}`);
+  }
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench:mtls: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
