@@ -341,7 +341,8 @@ const PLAIN_KEYS: Readonly<Record<string, ValueKind>> = {
 
 const JWT_KEYS = new Set(['request.auth.principal', 'request.auth.audiences', 'request.auth.presenter']);
 
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A header name, or an HTTP/2-style pseudo-header (`:authority`, `:method`, `:path`) as Envoy matches them. */
+const HEADER_NAME = /^:?[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The rule for a `when` key (spec §6.3 table). */
 export function conditionKeyRule(key: string): KeyRule {

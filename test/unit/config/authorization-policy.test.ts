@@ -401,7 +401,8 @@ t.test('when: every supported key, with its value syntax', async (t) => {
     - {key: source.principal, values: ["cluster.local/ns/default/sa/*"]}
     - {key: source.serviceAccount, values: [default/productpage]}
     - {key: source.trustDomain, values: [cluster.local]}
-    - {key: connection.sni, values: ["*.example.com"]}`);
+    - {key: connection.sni, values: ["*.example.com"]}
+    - {key: "request.headers[:authority]", values: ["api.example.com"]}`);
   t.same(b.issues, []);
   t.same(b.authorizationPolicies[0]?.spec.rules[0]?.when, [
     { key: 'request.headers[X-Token]', values: ['abc*', ''], notValues: ['*'] },
@@ -414,6 +415,7 @@ t.test('when: every supported key, with its value syntax', async (t) => {
     { key: 'source.serviceAccount', values: ['default/productpage'] },
     { key: 'source.trustDomain', values: ['cluster.local'] },
     { key: 'connection.sni', values: ['*.example.com'] },
+    { key: 'request.headers[:authority]', values: ['api.example.com'] },
   ]);
   const bad = withRule(`when:
     - {key: source.ip, values: [not-an-ip]}
@@ -436,6 +438,7 @@ t.test('when: unsupported keys and malformed map keys are errors', async (t) => 
     - {key: request.method, values: [GET]}
     - {key: "request.headers[]", values: [x]}
     - {key: "request.headers[a b]", values: [x]}
+    - {key: "request.headers[::x]", values: [x]}
     - {key: "request.headers", values: [x]}
     - {key: "request.auth.claims", values: [x]}
     - {key: "request.auth.claims[]", values: [x]}
@@ -448,12 +451,13 @@ t.test('when: unsupported keys and malformed map keys are errors', async (t) => 
       'spec.rules[0].when[0].key | unsupported key "request.method"; supported: ...',
       'spec.rules[0].when[1].key | bad key "request.headers[]": expected request.headers[<header name>]',
       'spec.rules[0].when[2].key | bad key "request.headers[a b]": expected request.headers[<header name>]',
-      'spec.rules[0].when[3].key | unsupported key "request.headers"; supported: ...',
-      'spec.rules[0].when[4].key | unsupported key "request.auth.claims"; supported: ...',
-      'spec.rules[0].when[5].key | bad key "request.auth.claims[]": expected request.auth.claims[<claim>] or request.auth.claims[<a>][<b>]',
-      'spec.rules[0].when[6].key | bad key "request.auth.claims[a]x": expected request.auth.claims[<claim>] or request.auth.claims[<a>][<b>]',
-      'spec.rules[0].when[7].key | unsupported key ""; supported: ...',
-      'spec.rules[0].when[8].key | expected string, got number',
+      'spec.rules[0].when[3].key | bad key "request.headers[::x]": expected request.headers[<header name>]',
+      'spec.rules[0].when[4].key | unsupported key "request.headers"; supported: ...',
+      'spec.rules[0].when[5].key | unsupported key "request.auth.claims"; supported: ...',
+      'spec.rules[0].when[6].key | bad key "request.auth.claims[]": expected request.auth.claims[<claim>] or request.auth.claims[<a>][<b>]',
+      'spec.rules[0].when[7].key | bad key "request.auth.claims[a]x": expected request.auth.claims[<claim>] or request.auth.claims[<a>][<b>]',
+      'spec.rules[0].when[8].key | unsupported key ""; supported: ...',
+      'spec.rules[0].when[9].key | expected string, got number',
     ],
   );
   t.match(
