@@ -185,8 +185,8 @@ export function attempt(ex: Exchange): void {
     ex.tried?.add(endpoint.id);
     if (pick.setCookie !== undefined) ex.setCookie = pick.setCookie;
     const to = attemptTarget(deps, ex.cluster!, endpoint);
-    if (to.ok) {
-      target = to.target;
+    if (typeof to !== 'string') {
+      target = to;
       ex.upstreamTls = to.tls;
       ex.localFailure = false;
       state.attemptStarted(endpoint);
@@ -195,7 +195,7 @@ export function attempt(ex: Exchange): void {
       target = endpoint;
       ex.upstreamTls = undefined;
       ex.localFailure = true;
-      cannotOriginate = to.reason;
+      cannotOriginate = to;
     }
   } else {
     // Without a cluster state the stage that routed the request set the fixed target.

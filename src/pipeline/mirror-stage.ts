@@ -254,7 +254,7 @@ class MirrorAttempt implements UpstreamHandler {
     // Copies originate mTLS like the primary; without a certificate the copy fails (counted), and
     // the endpoint, which did nothing wrong, gets no feedback.
     const to = attemptTarget(this.deps, this.cluster, pick.endpoint);
-    if (!to.ok) {
+    if (typeof to === 'string') {
       this.fail(null);
       return;
     }
@@ -271,7 +271,7 @@ class MirrorAttempt implements UpstreamHandler {
       expectContinue: false,
     };
     if (this.state.connection !== undefined) request.pool = this.state.connection;
-    const call = this.deps.upstream.send(to.target, request, this);
+    const call = this.deps.upstream.send(to, request, this);
     if (this.done) call.abort();
     else this.call = call;
   }

@@ -13,44 +13,35 @@ import type { UpstreamTls } from '../tls/identity-types.ts';
 import type { UpstreamTarget } from '../upstream/upstream-types.ts';
 import { originationError, type PipelineDeps } from './pipeline-types.ts';
 
-/** Where one attempt goes: the target (with its TLS, if any) or why TLS cannot be originated. */
-export type AttemptTarget =
-  | { readonly ok: true; readonly target: UpstreamTarget; readonly tls: UpstreamTls | undefined }
-  | { readonly ok: false; readonly reason: string };
-
 interface CachedTarget {
   readonly tls: UpstreamTls;
   readonly target: UpstreamTarget;
-  readonly result: AttemptTarget;
 }
 
 /** The TLS target last made per endpoint object (endpoints go with their snapshot). */
 const tlsTargets = new WeakMap<Endpoint, CachedTarget>();
 
-/** Plaintext results per endpoint, so the plain path allocates nothing either. */
-const plainTargets = new WeakMap<Endpoint, AttemptTarget>();
-
-/** The target of an attempt to `endpoint` of `cluster`. */
-export function attemptTarget(deps: PipelineDeps, cluster: Cluster, endpoint: Endpoint): AttemptTarget {
+/**
+ * The target of an attempt to `endpoint` of `cluster` (its `tls` set when TLS is originated), or,
+ * as a string, why TLS cannot be originated now. A plaintext endpoint is returned as it is.
+ */
+export function attemptTarget(
+  deps: PipelineDeps,
+  cluster: Cluster,
+  endpoint: Endpoint,
+): UpstreamTarget | string {
   const originate = deps.originate;
-  const o = originate === undefined ? undefined : originate(cluster, endpoint);
-  if (o === undefined) {
-    let plain = plainTargets.get(endpoint);
-    if (plain === undefined) {
-      plain = { ok: true, target: endpoint, tls: undefined };
-      plainTargets.set(endpoint, plain);
-    }
-    return plain;
-  }
+  if (originate === undefined) return endpoint;
+  const o = originate(cluster, endpoint);
+  if (o === undefined) return endpoint;
   const error = originationError(o);
-  if (error !== null) return { ok: false, reason: error };
+  if (error !== null) return error;
   const tls = o as UpstreamTls;
   const cached = tlsTargets.get(endpoint);
-  if (cached !== undefined && cached.tls === tls) return cached.result;
+  if (cached !== undefined && cached.tls === tls) return cached.target;
   const target: UpstreamTarget = { address: endpoint.address, port: endpoint.port, tls };
-  const result: AttemptTarget = { ok: true, target, tls };
-  tlsTargets.set(endpoint, { tls, target, result });
-  return result;
+  tlsTargets.set(endpoint, { tls, target });
+  return target;
 }
 
 /**

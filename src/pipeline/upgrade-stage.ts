@@ -80,7 +80,7 @@ export function upgradeHandler(
             .pick({ headers: req.headers, path: target.path, remoteAddress: req.remoteAddress });
           if (pick === null) return refuse(LOCAL_REPLIES.noHealthyUpstream);
           const to = attemptTarget(deps, d.cluster, pick.endpoint);
-          if (!to.ok) return refuse(transportFailureReply(to.reason));
+          if (typeof to === 'string') return refuse(transportFailureReply(to));
           if (to.tls !== undefined) return refuse(transportFailureReply(UPGRADE_OVER_TLS_REASON));
           upstream = pick.endpoint;
           authority = d.authority;
