@@ -526,7 +526,11 @@ export function validateAuthorizationPolicy(
   spec.checkFields(['selector', 'targetRef', 'targetRefs', 'action', 'provider', 'rules'], { strict: true });
   let ok = dryRun !== undefined;
 
-  const present = spec.exclusive(['selector', 'targetRef', 'targetRefs'], 'a policy attaches one way');
+  // `targetRefs: []` is no targetRefs (a proto3 repeated field), so it does not clash with a selector.
+  const attachKeys = ['selector', 'targetRef', 'targetRefs'].filter(
+    (k) => !(k === 'targetRefs' && spec.get(k).typeName() === 'list' && spec.get(k).list()?.length === 0),
+  );
+  const present = spec.exclusive(attachKeys, 'a policy attaches one way');
   if (present.length > 1) ok = false;
   const selector = parseWorkloadSelector(spec.get('selector'));
   if (selector === undefined) ok = false;

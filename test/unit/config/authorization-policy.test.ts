@@ -80,6 +80,9 @@ t.test('selector, targetRef and targetRefs: at most one; targetRefs mark the pol
   const ref = load('spec:\n  targetRef: {kind: Service, name: reviews}');
   t.same(msgs(ref), []);
   t.equal(ref.authorizationPolicies[0]?.spec.hasTargetRefs, true);
+  const emptyWithSelector = load('spec:\n  selector: {matchLabels: {app: a}}\n  targetRefs: []');
+  t.same(emptyWithSelector.issues, [], 'an empty targetRefs does not clash with a selector');
+  t.same(emptyWithSelector.authorizationPolicies[0]?.spec.selector, { app: 'a' });
   const emptyRefs = load('spec:\n  targetRefs: []');
   t.same(emptyRefs.issues, []);
   t.equal(emptyRefs.authorizationPolicies[0]?.spec.hasTargetRefs, false, 'an empty list is no targetRefs');
