@@ -558,11 +558,11 @@ function compileOperation(o: AuthzOperation, ctx: RuleContext): Pred {
 
 const JWT_KEYS = new Set(['request.auth.principal', 'request.auth.audiences', 'request.auth.presenter']);
 
-/** Getter and value test of a `when` key; null for keys that are ignored. */
+/** Getter and value test of a `when` key. */
 function conditionKey(
   key: string,
   ctx: RuleContext,
-): { get: Getter; test: (values: readonly string[]) => Test } | { port: true } | null {
+): { get: Getter; test: (values: readonly string[]) => Test } | { port: true } {
   const plain = (vs: readonly string[]) => valueTest(vs);
   if (key.startsWith('request.headers[') && key.endsWith(']') && key.length > 'request.headers[]'.length) {
     const name = key.slice('request.headers['.length, -1).toLowerCase();
@@ -595,13 +595,15 @@ function conditionKey(
   if (JWT_KEYS.has(key) || /^request\.auth\.claims\[[^\]]+\](\[[^\]]+\])*$/.test(key)) {
     return { get: NOTHING, test: plain };
   }
-  if (key.startsWith('experimental.envoy.filters.')) return null;
+  // Envoy filter metadata: meshlet runs no such filter, so the metadata is never there. As with
+  // JWT keys, `values` never match and `notValues` always do (ignoring the condition would widen
+  // an ALLOW rule).
+  if (key.startsWith('experimental.envoy.filters.')) return { get: NOTHING, test: plain };
   throw new RuleError(`unknown when key "${key}"`);
 }
 
 function compileCondition(c: AuthzCondition, ctx: RuleContext): Pred {
   const kind = conditionKey(c.key, ctx);
-  if (kind === null) return TRUE;
   if (!listed(c.values) && !listed(c.notValues)) {
     throw new RuleError(`when key "${c.key}" has neither values nor notValues`);
   }

@@ -559,10 +559,10 @@ t.test('when request.auth.*: values never match, notValues always match (no JWT)
   }
 });
 
-t.test('when experimental.envoy.filters.* is ignored', async (t) => {
-  t.ok(
-    when({ key: 'experimental.envoy.filters.network.mysql_proxy[db.table]', values: ['[update]'] })(req()),
-  );
+t.test('when experimental.envoy.filters.* sees no metadata: values never match, notValues do', async (t) => {
+  const key = 'experimental.envoy.filters.network.mysql_proxy[db.table]';
+  t.notOk(when({ key, values: ['[update]'] })(req()));
+  t.ok(when({ key, notValues: ['[update]'] })(req()));
 });
 
 t.test('an unknown when key drops the rule: ALLOW narrows, DENY is lost', async (t) => {
