@@ -10,8 +10,11 @@
  * durations that become timers are capped at what a Node.js timer can wait, with a warning.
  *
  * `tls` is acted on (mTLS and TLS origination): the certificate, key and CA paths are resolved
- * against the folder of the configuration file and must name readable files when the file is
- * loaded, so a reload with a wrong path is refused whole instead of failing connections later.
+ * against the folder of the configuration file. A file that cannot be read when the configuration
+ * is loaded is a warning naming the field and the path, not an error: Istio's own samples name
+ * files that live in the proxy's container (`se-example.yaml`), and secrets are often mounted after
+ * the configuration. Connections to that destination then fail (`UF`, the reason logged) until the
+ * file is there.
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -371,7 +374,7 @@ const TLS_FILES = ['clientCertificate', 'privateKey', 'caCertificates'] as const
 
 /**
  * The absolute path of a TLS file named at `view`, resolved against the folder of the file that
- * names it; undefined (after an error naming the field and the path) when it cannot be read.
+ * names it; a warning names the field and the path when it cannot be read now.
  */
 function checkedFile(view: View, field: string, path: string): string | undefined {
   if (path === '') {
@@ -389,8 +392,9 @@ function checkedFile(view: View, field: string, path: string): string | undefine
       code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read (${code ?? String(err)})`;
   }
   if (problem !== null) {
-    view.error(`${field} file ${abs} ${problem}`);
-    return undefined;
+    view.warn(
+      `${field} file ${abs} ${problem}; connections to this destination fail (UF) until it can be read`,
+    );
   }
   return abs;
 }

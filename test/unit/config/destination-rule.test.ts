@@ -401,21 +401,28 @@ t.test('tls: file paths resolve against the folder of the configuration file', a
   });
 });
 
-t.test('tls: a missing or unreadable file is an error naming the field and the path', async (t) => {
+t.test('tls: a missing or unreadable file is a warning naming the field and the path', async (t) => {
   const dir = folder({ 'cert.pem': 'c', 'sub/file': 'x' });
   const b = drFile(
     dir,
     '{mode: MUTUAL, clientCertificate: cert.pem, privateKey: missing/key.pem, caCertificates: sub}',
   );
-  t.same(msgs(b), [
-    `spec.trafficPolicy.tls.privateKey | privateKey file ${join(dir, 'missing/key.pem')} does not exist`,
-    `spec.trafficPolicy.tls.caCertificates | caCertificates file ${join(dir, 'sub')} is not a file`,
+  const warned = b.issues
+    .filter((i) => i.severity === 'warning')
+    .map((i) => `${i.path.replace(/^DestinationRule default\/dr: /, '')} | ${i.message}`);
+  const later = 'connections to this destination fail (UF) until it can be read';
+  t.same(warned, [
+    `spec.trafficPolicy.tls.privateKey | privateKey file ${join(dir, 'missing/key.pem')} does not exist; ${later}`,
+    `spec.trafficPolicy.tls.caCertificates | caCertificates file ${join(dir, 'sub')} is not a file; ${later}`,
   ]);
-  t.equal(b.destinationRules.length, 0, 'the rule is refused, so a reload with it changes nothing');
-  const under = drFile(dir, '{mode: SIMPLE, caCertificates: cert.pem/ca.pem}');
-  t.same(msgs(under), [
-    `spec.trafficPolicy.tls.caCertificates | caCertificates file ${join(dir, 'cert.pem/ca.pem')} does not exist`,
-  ]);
+  t.same(msgs(b), [], 'no error: the files may be mounted later');
+  t.equal(b.destinationRules.length, 1);
+  t.same(b.destinationRules[0]?.spec.trafficPolicy?.tls, {
+    mode: 'MUTUAL',
+    clientCertificate: join(dir, 'cert.pem'),
+    privateKey: join(dir, 'missing/key.pem'),
+    caCertificates: join(dir, 'sub'),
+  });
   const empty = drFile(dir, '{mode: SIMPLE, caCertificates: ""}');
   t.same(msgs(empty), ['spec.trafficPolicy.tls.caCertificates | caCertificates must not be empty']);
 });
