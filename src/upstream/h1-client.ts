@@ -19,6 +19,25 @@
  * `connections(id)` counts the open sockets of an endpoint (connecting, busy and idle) with a counter
  * kept per endpoint.
  *
+ * TLS origination (`target.tls`, an `UpstreamTls`). An endpoint keeps one idle stack for plaintext
+ * and one per `tls.poolKey`, so connections with different client identities or settings never mix,
+ * and a rotated client certificate (a new `poolKey`) is used for new connections while the sockets of
+ * the old key finish their requests and then idle out. When a new key appears, the stacks of keys with
+ * no socket left are forgotten. Per `UpstreamTls` object, once (a WeakMap): a `SecureContext` (client
+ * certificate, key, trust anchors, TLS 1.2 minimum), itself shared by every `UpstreamTls` with the same
+ * material (a small bounded cache), so no context is ever built per connection. A socket is
+ * `tls.connect` with SNI (never an IP literal, which RFC 6066 forbids), ALPN, and the last session
+ * ticket the stack received (resumption saves a full handshake). Node's host-name check is replaced by
+ * ours: after `secureConnect`, unless `insecureSkipVerify`, the server certificate must carry one of
+ * `expectedSans` (URI SAN exactly, or DNS SAN; see `serverIdentityMismatch`), checked on resumed
+ * sessions too. A chain failure, a handshake failure, a SAN mismatch or unusable TLS settings fail the
+ * attempt as `connect` (the request never reached the application: safe to retry, UF) with a `detail`
+ * that names the reason, e.g. `server identity spiffe://td/ns/x/sa/b does not match expected
+ * spiffe://td/ns/x/sa/a`. A TLS alert after our side of the handshake (TLS 1.3 servers check client
+ * certificates then) on a fresh connection before any response byte is also `connect`, with
+ * `requestWritten` false: the server's TLS layer refused the connection. The connect timeout covers the
+ * handshake. Plaintext targets take the same path as before: one `tls === undefined` check.
+ *
  * Per-request connection policy (`UpstreamRequest.pool`, the cluster's DestinationRule
  * `connectionPool`). Absent, it costs one `undefined` check where a setting would apply. Present:
  * - `connectTimeoutMs` replaces the client's connect timeout for a socket opened for this request
@@ -65,11 +84,26 @@
  * once per socket and route events to the current call through `Conn.call`.
  */
 import { connect, isIP, type Socket } from 'node:net';
+import {
+  createSecureContext,
+  type SecureContext,
+  type TLSSocket,
+  type ConnectionOptions as TlsConnectOptions,
+  connect as tlsConnect,
+} from 'node:tls';
 import { isFieldValue, isTargetText, isToken } from '../listener/http-syntax.ts';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import type { UpstreamTls } from '../tls/identity-types.ts';
 import { EndpointMap } from './endpoint-map.ts';
 import { H1ResponseParser, parseDecimal } from './h1-response-parser.ts';
-import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
+import {
+  errorCode,
+  errorDetail,
+  failureBeforeSend,
+  isTlsAlert,
+  serverIdentityMismatch,
+  UpstreamTlsError,
+} from './upstream-errors.ts';
 import {
   type ConnectionOptions,
   type ConnectionPolicy,
@@ -145,7 +179,11 @@ export function createH1Upstream(opts: H1UpstreamOptions): H1Upstream {
       }
       const ep = endpoints.get(target.address, target.port);
       if (!ep.lean) return fallback.send(target, req, handler);
-      const call = new H1Call(ep, req, handler);
+      const tls = target.tls;
+      const call =
+        tls === undefined
+          ? new H1Call(ep.plain, null, req, handler)
+          : new H1Call(ep.poolFor(tls), tlsSetup(tls), req, handler);
       call.start();
       return call;
     },
@@ -190,25 +228,70 @@ function hasUpgrade(headers: HeaderList): boolean {
   return false;
 }
 
-/** One `address:port`: its idle sockets and their sweep timer. */
+/** One `address:port`: the plaintext idle stack, one per TLS `poolKey`, and the open-socket count. */
 class Endpoint {
   readonly settings: Settings;
   readonly address: string;
   readonly port: number;
   /** Served here (IP literal, valid port); otherwise every request goes to the fallback. */
   readonly lean: boolean;
-  /** Idle sockets; the most recently used at the end. */
-  readonly idle: Conn[] = [];
-  /** Open sockets (connecting, busy, idle): what `connections()` reports. */
+  /** Plaintext connections. */
+  readonly plain: ConnPool;
+  /** TLS connections by `UpstreamTls.poolKey`; null until the first TLS request. */
+  private tlsPools: Map<string, ConnPool> | null = null;
+  /** Open sockets of every pool (connecting, busy, idle): what `connections()` reports. */
   open = 0;
   closed = false;
-  private timer: NodeJS.Timeout | null = null;
 
   constructor(settings: Settings, address: string, port: number) {
     this.settings = settings;
     this.address = address;
     this.port = port;
     this.lean = isIP(address) !== 0 && Number.isInteger(port) && port > 0 && port < 65536;
+    this.plain = new ConnPool(this);
+  }
+
+  /** The pool of `tls.poolKey`, created on first use. */
+  poolFor(tls: UpstreamTls): ConnPool {
+    let pools = this.tlsPools;
+    if (pools === null) {
+      pools = new Map();
+      this.tlsPools = pools;
+    }
+    let pool = pools.get(tls.poolKey);
+    if (pool === undefined) {
+      // A new key (first use, or a rotated identity): forget the keys with no socket left, so the
+      // pools of past identities do not pile up. Pools still holding sockets stay until they empty.
+      for (const [key, p] of pools) if (p.open === 0) pools.delete(key);
+      pool = new ConnPool(this);
+      pools.set(tls.poolKey, pool);
+    }
+    return pool;
+  }
+
+  /** Closes every idle socket; sockets in use are destroyed when their request ends. */
+  shut(): void {
+    this.closed = true;
+    this.plain.shut();
+    if (this.tlsPools !== null) for (const pool of this.tlsPools.values()) pool.shut();
+  }
+}
+
+/** The idle sockets of one endpoint and one kind of connection (plaintext or a TLS `poolKey`). */
+class ConnPool {
+  readonly endpoint: Endpoint;
+  readonly settings: Settings;
+  /** Idle sockets; the most recently used at the end. */
+  readonly idle: Conn[] = [];
+  /** Open sockets of this pool. */
+  open = 0;
+  /** The last TLS session a verified connection of this pool got, offered for resumption. */
+  readonly session = new TlsSession();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(endpoint: Endpoint) {
+    this.endpoint = endpoint;
+    this.settings = endpoint.settings;
   }
 
   /** The most recently used idle socket, or null. */
@@ -227,7 +310,7 @@ class Endpoint {
 
   /** Keeps a socket after a complete response, for `timeoutMs`; destroys it when that is not possible. */
   release(conn: Conn, timeoutMs: number): void {
-    if (this.closed || timeoutMs <= 0 || this.idle.length >= this.settings.maxIdle) {
+    if (this.endpoint.closed || timeoutMs <= 0 || this.idle.length >= this.settings.maxIdle) {
       conn.destroy();
       return;
     }
@@ -257,9 +340,8 @@ class Endpoint {
     if (this.idle.length === 0) this.stopTimer();
   }
 
-  /** Closes every idle socket; sockets in use are destroyed when their request ends. */
+  /** Closes every idle socket. */
   shut(): void {
-    this.closed = true;
     const idle = this.idle.splice(0);
     for (const conn of idle) {
       conn.isIdle = false;
@@ -294,10 +376,158 @@ class Endpoint {
   }
 }
 
+/**
+ * What one `UpstreamTls` needs per connection, worked out once: the secure context, the SNI to send
+ * (none for an IP literal), the ALPN list, or why the settings cannot be used (`error`, non-empty).
+ */
+export interface TlsSetup {
+  readonly tls: UpstreamTls;
+  readonly context: SecureContext | null;
+  readonly servername: string | undefined;
+  readonly alpn: string[] | undefined;
+  readonly error: string;
+}
+
+const setups = new WeakMap<UpstreamTls, TlsSetup>();
+/**
+ * Secure contexts by their material (chain, key, anchors). Many `UpstreamTls` objects carry the same
+ * workload certificate (one per cluster and expected identity), and building a context parses every
+ * anchor of the bundle, so they share one. Bounded: after a rotation the old material ages out.
+ */
+const contextsByMaterial = new Map<string, SecureContext>();
+const MAX_CONTEXTS = 32;
+
+/** The setup of `tls`, built on its first use and kept as long as the object lives. */
+export function tlsSetup(tls: UpstreamTls): TlsSetup {
+  let setup = setups.get(tls);
+  if (setup === undefined) {
+    setup = buildTlsSetup(tls);
+    setups.set(tls, setup);
+  }
+  return setup;
+}
+
+function buildTlsSetup(tls: UpstreamTls): TlsSetup {
+  const sni = tls.servername;
+  const servername = sni === undefined || sni === '' || isIP(sni) !== 0 ? undefined : sni;
+  const alpn = tls.alpn === undefined || tls.alpn.length === 0 ? undefined : [...tls.alpn];
+  const material = `${tls.certChainPem ?? ''}\0${tls.keyPem ?? ''}\0${tls.caPem ?? '(system)'}`;
+  let context = contextsByMaterial.get(material);
+  if (context === undefined) {
+    try {
+      context = createSecureContext({
+        ...(tls.certChainPem === undefined ? {} : { cert: tls.certChainPem }),
+        ...(tls.keyPem === undefined ? {} : { key: tls.keyPem }),
+        // Absent: Node's bundled root store (SIMPLE without caCertificates).
+        ...(tls.caPem === undefined ? {} : { ca: tls.caPem }),
+        minVersion: 'TLSv1.2',
+      });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return { tls, context: null, servername, alpn, error: `unusable TLS settings: ${message}` };
+    }
+    if (contextsByMaterial.size >= MAX_CONTEXTS) {
+      // Map order is insertion order: the oldest material goes first.
+      const oldest = contextsByMaterial.keys().next().value;
+      if (oldest !== undefined) contextsByMaterial.delete(oldest);
+    }
+    contextsByMaterial.set(material, context);
+  }
+  return { tls, context, servername, alpn, error: '' };
+}
+
+/** Node's host-name check is replaced by `verifyServer` (the mesh checks SPIFFE ids, not host names). */
+function skipHostnameCheck(): undefined {
+  return undefined;
+}
+
+/** `tls.connect` options for one new connection to `host:port` with `setup` (and a session to resume). */
+export function tlsConnectOptions(
+  setup: TlsSetup,
+  host: string,
+  port: number,
+  session: Buffer | undefined,
+): TlsConnectOptions {
+  const options: TlsConnectOptions = {
+    host,
+    port,
+    secureContext: setup.context!,
+    rejectUnauthorized: setup.tls.insecureSkipVerify !== true,
+    checkServerIdentity: skipHostnameCheck,
+  };
+  if (setup.servername !== undefined) options.servername = setup.servername;
+  if (setup.alpn !== undefined) options.ALPNProtocols = setup.alpn;
+  if (session !== undefined) options.session = session;
+  return options;
+}
+
+/**
+ * The server identity check, after `secureConnect` (Node already verified the chain unless
+ * `insecureSkipVerify`): null when the server may be talked to, else the reason.
+ */
+export function verifyServer(socket: TLSSocket, tls: UpstreamTls): string | null {
+  if (tls.insecureSkipVerify === true || tls.expectedSans.length === 0) return null;
+  // A resumed session shows no peer certificate to the client. It was only offered if it came from
+  // a connection that passed this check against the same expected names (see `TlsSession`), and only
+  // that server can resume it.
+  if (socket.isSessionReused()) return null;
+  return serverIdentityMismatch(socket.getPeerCertificate().subjectaltname, tls.expectedSans);
+}
+
+/**
+ * Where a pool's TLS session ticket is kept, for resumption. A ticket is stored only once its
+ * connection passed `verifyServer`, with the expected names it passed against, and offered only to
+ * connections expecting those very names (the same array: one `UpstreamTls` or its interned twin).
+ * Resumption skips the identity check (nothing to check it on), so this is what keeps it sound.
+ */
+export class TlsSession {
+  private ticket: Buffer | undefined = undefined;
+  private sans: readonly string[] | null = null;
+
+  /** The ticket to offer a new connection for `tls`, if any. */
+  offer(tls: UpstreamTls): Buffer | undefined {
+    return this.sans === tls.expectedSans ? this.ticket : undefined;
+  }
+
+  /** Keeps `ticket` from a connection verified for `tls`. */
+  keep(ticket: Buffer, tls: UpstreamTls): void {
+    this.ticket = ticket;
+    this.sans = tls.expectedSans;
+  }
+
+  forget(): void {
+    this.ticket = undefined;
+    this.sans = null;
+  }
+
+  /**
+   * Listens for tickets on `socket`: one before verification is held until `verified()` is called
+   * (TLS 1.2 delivers it during the handshake), later ones (TLS 1.3) are kept at once.
+   */
+  watch(socket: TLSSocket, tls: UpstreamTls): { verified(): void } {
+    let ok = false;
+    let pending: Buffer | undefined;
+    socket.on('session', (ticket: Buffer) => {
+      if (ok) this.keep(ticket, tls);
+      else pending = ticket;
+    });
+    return {
+      verified: () => {
+        ok = true;
+        if (pending !== undefined) this.keep(pending, tls);
+        pending = undefined;
+      },
+    };
+  }
+}
+
 /** One socket. Listeners are attached once; events go to `call` (null while idle). */
 class Conn {
   readonly socket: Socket;
+  readonly pool: ConnPool;
   readonly endpoint: Endpoint;
+  /** Set for a TLS connection. */
+  readonly tls: TlsSetup | null;
   call: H1Call | null = null;
   connected = false;
   /** Served a complete response before (so a failure before any response byte may be a stale close). */
@@ -316,15 +546,29 @@ class Conn {
   /** The connect timer until connected; later the idle timer when `ownIdleTimer`. */
   private timer: NodeJS.Timeout | null;
 
-  constructor(endpoint: Endpoint, call: H1Call, connectTimeoutMs: number) {
+  constructor(pool: ConnPool, call: H1Call, connectTimeoutMs: number, tls: TlsSetup | null) {
+    const endpoint = pool.endpoint;
+    this.pool = pool;
     this.endpoint = endpoint;
+    this.tls = tls;
     this.call = call;
     this.connectTimeoutMs = connectTimeoutMs;
     endpoint.open++;
-    const socket = connect({ host: endpoint.address, port: endpoint.port });
+    pool.open++;
+    let socket: Socket;
+    if (tls === null) {
+      socket = connect({ host: endpoint.address, port: endpoint.port });
+      socket.on('connect', () => this.onConnect());
+    } else {
+      const tlsSocket = tlsConnect(
+        tlsConnectOptions(tls, endpoint.address, endpoint.port, pool.session.offer(tls.tls)),
+      );
+      const tickets = pool.session.watch(tlsSocket, tls.tls);
+      tlsSocket.on('secureConnect', () => this.onSecureConnect(tickets));
+      socket = tlsSocket;
+    }
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.on('connect', () => this.onConnect());
     socket.on('data', (b: Buffer) => this.onData(b));
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: Error) => this.onError(err));
@@ -344,8 +588,9 @@ class Conn {
     if (this.dead) return;
     this.dead = true;
     this.clearTimer();
-    if (this.isIdle) this.endpoint.drop(this);
+    if (this.isIdle) this.pool.drop(this);
     this.endpoint.open--;
+    this.pool.open--;
   }
 
   clearTimer(): void {
@@ -372,6 +617,19 @@ class Conn {
     this.connected = true;
     this.clearTimer();
     this.call?.onConnected();
+  }
+
+  private onSecureConnect(tickets: { verified(): void }): void {
+    const reason = verifyServer(this.socket as TLSSocket, this.tls!.tls);
+    if (reason === null) {
+      tickets.verified();
+      this.onConnect();
+      return;
+    }
+    this.pool.session.forget();
+    const call = this.call;
+    if (call !== null) call.onConnectError(new UpstreamTlsError(reason));
+    this.destroy();
   }
 
   private onConnectTimeout(): void {
@@ -406,8 +664,9 @@ class Conn {
   private onError(err: Error): void {
     const call = this.call;
     if (call !== null) {
-      if (this.connected) call.onSocketLost(errorCode(err), errorDetail(err));
-      else call.onConnectError(err);
+      if (!this.connected) call.onConnectError(err);
+      else if (this.tls !== null && !this.reused && isTlsAlert(errorCode(err))) call.onTlsRefused(err);
+      else call.onSocketLost(errorCode(err), errorDetail(err));
     }
     this.destroy();
   }
@@ -441,6 +700,9 @@ function policyIdleTimeout(pool: ConnectionPolicy, requests: number, timeout: nu
 /** One request: its parser state, its body writer and the `UpstreamCall` the caller holds. */
 class H1Call extends H1ResponseParser implements UpstreamCall {
   private readonly endpoint: Endpoint;
+  private readonly pool: ConnPool;
+  /** Null for plaintext. */
+  private readonly tls: TlsSetup | null;
   private readonly req: UpstreamRequest;
   private readonly handler: UpstreamHandler;
   private conn: Conn | null = null;
@@ -460,9 +722,11 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
   private resumeAsked = false;
   private consumerPaused = false;
 
-  constructor(endpoint: Endpoint, req: UpstreamRequest, handler: UpstreamHandler) {
+  constructor(pool: ConnPool, tls: TlsSetup | null, req: UpstreamRequest, handler: UpstreamHandler) {
     super();
-    this.endpoint = endpoint;
+    this.endpoint = pool.endpoint;
+    this.pool = pool;
+    this.tls = tls;
     this.req = req;
     this.handler = handler;
     this.bodyFinished = req.body === null;
@@ -475,14 +739,18 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
       this.failLater('connect', 'upstream client closed');
       return;
     }
+    if (this.tls !== null && this.tls.error !== '') {
+      this.failLater('connect', this.tls.error);
+      return;
+    }
     this.head = this.buildHead();
     if (this.head === '') {
       this.failLater('protocol', this.invalid);
       return;
     }
-    const conn = this.endpoint.acquire();
+    const conn = this.pool.acquire();
     if (conn === null) {
-      this.conn = new Conn(this.endpoint, this, this.connectTimeoutMs());
+      this.conn = new Conn(this.pool, this, this.connectTimeoutMs(), this.tls);
       return;
     }
     conn.call = this;
@@ -556,10 +824,25 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
       this.retried = true;
       this.written = false;
       this.dropConn();
-      this.conn = new Conn(this.endpoint, this, this.connectTimeoutMs());
+      this.conn = new Conn(this.pool, this, this.connectTimeoutMs(), this.tls);
       return;
     }
     this.failWith('reset', detail);
+  }
+
+  /**
+   * A TLS alert on a fresh connection that was up on our side (see the top): the server refused the
+   * handshake, typically our client certificate. Before any response byte that is a connect failure
+   * and the application never saw the request; after one, an ordinary reset.
+   */
+  onTlsRefused(err: Error): void {
+    if (this.done) return;
+    if (this.responseStarted) {
+      this.failWith('reset', errorDetail(err));
+      return;
+    }
+    this.written = false;
+    this.failWith('connect', errorDetail(err));
   }
 
   onDrain(): void {
@@ -602,7 +885,7 @@ class H1Call extends H1ResponseParser implements UpstreamCall {
         hint >= 0 ? Math.min(hint - 1000, MAX_KEEP_ALIVE_MS) : this.endpoint.settings.keepAliveTimeoutMs;
       const pool = this.req.pool;
       if (pool !== undefined) timeout = policyIdleTimeout(pool, conn.requests, timeout);
-      this.endpoint.release(conn, timeout);
+      this.pool.release(conn, timeout);
     } else {
       conn.destroy();
     }

@@ -49,13 +49,30 @@
  *   and does not reuse the socket); larger limits are not applied (undici counts requests per socket
  *   only with its pool-wide `maxRequestsPerClient`);
  * - `idleTimeoutMs` is not applied: the pool's keep-alive timeout (above) governs idle sockets.
+ *
+ * TLS origination (`target.tls`): one more `Pool` per endpoint and `tls.poolKey` (origin `https://…`),
+ * whose connections come from our own connector, so both clients originate TLS the same way: the
+ * lean client's `tlsSetup` (one secure context per `UpstreamTls`, shared by equal material), SNI,
+ * ALPN, session resumption per pool, and after `secureConnect` the same server identity check
+ * (`verifyServer`); a chain, handshake or identity failure fails the attempt as `connect` with the
+ * reason. A new `poolKey` for an endpoint closes that endpoint's TLS pools that hold no connection
+ * and no request (the pools of rotated identities, once drained). Limits:
+ * - the connect timeout of a TLS pool is the client's (`connectTimeoutMs`, covering the handshake),
+ *   applied by our connector; a request's own connect timeout still races it as above;
+ * - undici fails every request queued on a pool when a connect fails, so requests waiting behind a
+ *   failed handshake (only possible under `connectionsPerEndpoint`) fail with the same reason;
+ * - a TLS alert after the handshake (a TLS 1.3 server refusing our certificate) is a `reset` here,
+ *   since undici reports it as a socket error on a written request; the lean client tells it apart.
  */
 import { Readable } from 'node:stream';
-import { type Dispatcher, Pool } from 'undici';
+import { connect as tlsConnect } from 'node:tls';
+import { type buildConnector, type Dispatcher, errors, Pool } from 'undici';
 import type { BodyStream, HeaderList } from '../listener/listener-types.ts';
+import type { UpstreamTls } from '../tls/identity-types.ts';
 import { EndpointMap } from './endpoint-map.ts';
 import { addConnectionTokens, isHopByHop } from './forward-headers.ts';
-import { errorCode, errorDetail, failureBeforeSend } from './upstream-errors.ts';
+import { TlsSession, type TlsSetup, tlsConnectOptions, tlsSetup, verifyServer } from './h1-client.ts';
+import { errorCode, errorDetail, failureBeforeSend, UpstreamTlsError } from './upstream-errors.ts';
 import {
   type ConnectionOptions,
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -92,17 +109,50 @@ export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUp
     bodyTimeout: 0,
     maxHeaderSize: MAX_HEADER_SIZE,
   };
-  const pools = new EndpointMap<Pool>((address, port) => {
-    const host = address.includes(':') ? `[${address}]` : address;
-    return new Pool(`http://${host}:${port}`, poolOptions);
-  });
+  const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const pools = new EndpointMap<Pool>(
+    (address, port) => new Pool(`http://${hostOf(address)}:${port}`, poolOptions),
+  );
+  /** TLS pools by endpoint, then `poolKey`. */
+  const tlsPools = new EndpointMap<Map<string, Pool>>(() => new Map());
+
+  function tlsPool(address: string, port: number, tls: UpstreamTls, setup: TlsSetup): Pool {
+    const byKey = tlsPools.get(address, port);
+    let pool = byKey.get(tls.poolKey);
+    if (pool === undefined) {
+      // A new key (first use or a rotated identity): close the pools with nothing open or queued.
+      for (const [key, p] of byKey) {
+        const stats = p.stats;
+        if (stats.connected === 0 && stats.size === 0) {
+          byKey.delete(key);
+          p.close().catch(() => {});
+        }
+      }
+      pool = new Pool(`https://${hostOf(address)}:${port}`, {
+        ...poolOptions,
+        connect: tlsConnector(setup, connectTimeoutMs),
+      });
+      byKey.set(tls.poolKey, pool);
+    }
+    return pool;
+  }
 
   return {
     send(target: UpstreamTarget, req: UpstreamRequest, handler: UpstreamHandler): UpstreamCall {
       const attempt = new Attempt(handler, req.body);
       let pool: Pool;
       try {
-        pool = pools.get(target.address, target.port);
+        const tls = target.tls;
+        if (tls === undefined) {
+          pool = pools.get(target.address, target.port);
+        } else {
+          const setup = tlsSetup(tls);
+          if (setup.error !== '') {
+            attempt.failLater('connect', setup.error);
+            return attempt;
+          }
+          pool = tlsPool(target.address, target.port, tls, setup);
+        }
       } catch (err) {
         // Bad address or port: undici refuses to build the origin.
         attempt.failLater('connect', errorDetail(err));
@@ -132,18 +182,72 @@ export function createUndiciUpstream(opts: UndiciUpstreamOptions = {}): UndiciUp
       pools.retain(keys, (pool) => {
         pool.close().catch(() => {});
       });
+      tlsPools.retain(keys, (byKey) => {
+        for (const pool of byKey.values()) pool.close().catch(() => {});
+      });
     },
 
     endpoints(): string[] {
-      return pools.keys();
+      const keys = pools.keys();
+      for (const key of tlsPools.keys()) if (!keys.includes(key)) keys.push(key);
+      return keys;
     },
 
     async close(): Promise<void> {
       const closing: Promise<void>[] = [];
       for (const pool of pools.values()) closing.push(pool.close());
+      for (const byKey of tlsPools.values()) for (const pool of byKey.values()) closing.push(pool.close());
       pools.clear();
+      tlsPools.clear();
       await Promise.all(closing);
     },
+  };
+}
+
+function ignore(): void {}
+
+function hostOf(address: string): string {
+  return address.includes(':') ? `[${address}]` : address;
+}
+
+/**
+ * undici's connector for the TLS pool of one `UpstreamTls`: `tls.connect` with its setup, the
+ * session of the previous connection offered for resumption, the connect timeout over the handshake,
+ * and the server identity check before undici gets the socket.
+ */
+function tlsConnector(setup: TlsSetup, timeoutMs: number): buildConnector.connector {
+  const session = new TlsSession();
+  return (options, callback) => {
+    const socket = tlsConnect(
+      tlsConnectOptions(setup, options.hostname, Number(options.port), session.offer(setup.tls)),
+    );
+    const tickets = session.watch(socket, setup.tls);
+    let settled = false;
+    const settle = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('error', settle);
+      if (err === null) {
+        callback(null, socket);
+      } else {
+        // Whatever the dying socket still reports has nobody to go to.
+        socket.on('error', ignore);
+        socket.destroy();
+        callback(err, null);
+      }
+    };
+    const timer = setTimeout(
+      () => settle(new errors.ConnectTimeoutError(`connect timeout after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.once('error', settle);
+    socket.once('secureConnect', () => {
+      const reason = verifyServer(socket, setup.tls);
+      if (reason === null) tickets.verified();
+      else session.forget();
+      settle(reason === null ? null : new UpstreamTlsError(reason));
+    });
   };
 }
 
