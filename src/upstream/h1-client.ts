@@ -27,10 +27,12 @@
  * certificate, key, trust anchors, TLS 1.2 minimum), itself shared by every `UpstreamTls` with the same
  * material (a small bounded cache), so no context is ever built per connection. A socket is
  * `tls.connect` with SNI (never an IP literal, which RFC 6066 forbids), ALPN, and the last session
- * ticket the stack received (resumption saves a full handshake). Node's host-name check is replaced by
- * ours: after `secureConnect`, unless `insecureSkipVerify`, the server certificate must carry one of
- * `expectedSans` (URI SAN exactly, or DNS SAN; see `serverIdentityMismatch`), checked on resumed
- * sessions too. A chain failure, a handshake failure, a SAN mismatch or unusable TLS settings fail the
+ * ticket of the stack (resumption saves a full handshake; see `TlsSession` for which tickets are kept
+ * and offered). Node's host-name check is replaced by ours: after `secureConnect`, unless
+ * `insecureSkipVerify`, the server certificate must carry one of `expectedSans` (URI SAN exactly, or
+ * DNS SAN; see `serverIdentityMismatch`). A resumed session shows the client no certificate, so it is
+ * not checked again: its ticket came from a connection that passed this check against the same names,
+ * and only that server can resume it. A chain failure, a handshake failure, a SAN mismatch or unusable TLS settings fail the
  * attempt as `connect` (the request never reached the application: safe to retry, UF) with a `detail`
  * that names the reason, e.g. `server identity spiffe://td/ns/x/sa/b does not match expected
  * spiffe://td/ns/x/sa/a`. A TLS alert after our side of the handshake (TLS 1.3 servers check client
