@@ -153,7 +153,8 @@ function metricKey(ex: Exchange, code: number): string {
   if (ex.reporter === 'destination') {
     // Inbound: the workload (node mode has several) and what mTLS told about the caller.
     const req = ex.req;
-    return `${base}|${ex.workload?.name ?? ''}|${req.secure ? 's' : ''}|${req.peer?.spiffeId ?? ''}`;
+    const workload = ex.workload?.name ?? '';
+    return req.secure ? `${base}|${workload}|s|${req.peer?.spiffeId ?? ''}` : `${base}|${workload}`;
   }
   return `${base}|${upstreamPrincipal(ex.upstreamTls)}`;
 }
