@@ -1,12 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
-import { caInit, caIssue } from '../helpers/mesh-ca.ts';
+import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
+import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
 import {
   authorizationPolicyYaml,
   docs,
@@ -22,7 +25,7 @@ import {
  * `RBAC: access denied` to any other identity and to plaintext callers (no principal), before the
  * app sees anything; a DENY policy is evaluated first, so productpage is still denied `/admin*`.
  * The caller with the allowed identity is a meshlet sidecar (auto-mTLS), the others are curl with
- * certificates from `meshlet ca issue`. The port is PERMISSIVE, so that plaintext reaches the policy.
+ * certificates signed by the mesh CA. The port is PERMISSIVE, so that plaintext reaches the policy.
  */
 
 const RATINGS = 'ratings.default.svc.cluster.local';
@@ -36,14 +39,16 @@ const DENY_ADMIN = `    - to:
             paths: ["/admin*"]
 `;
 
+const dir = mkdtempSync(join(tmpdir(), 'meshlet-zt-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const ca = await caInit(join(dir, 'ca'));
+const [productpage, reviews] = await Promise.all([
+  makeLeaf(ca, dir, 'productpage', { uri: spiffe('productpage') }),
+  makeLeaf(ca, dir, 'reviews', { uri: spiffe('reviews') }),
+]);
+
 for (const engine of ['h1', 'node'] as const) {
   t.test(`AuthorizationPolicy on the ${engine} engine`, async (t) => {
-    const dir = tempDir(t);
-    const ca = await caInit(join(dir, 'ca'));
-    const [productpage, reviews] = await Promise.all([
-      caIssue(ca, 'productpage', join(dir, 'productpage')),
-      caIssue(ca, 'reviews', join(dir, 'reviews')),
-    ]);
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
     const app = await startEchoBackend('ratings');
     const server = await spawnMeshlet(

@@ -1,12 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
-import { caInit, caIssue } from '../helpers/mesh-ca.ts';
+import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum } from '../helpers/mesh-client.ts';
+import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -19,14 +22,16 @@ import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from
 
 const B_HOST = 'b.default.svc.cluster.local';
 
+const dir = mkdtempSync(join(tmpdir(), 'meshlet-zt-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const ca = await caInit(join(dir, 'ca'));
+const curlCert = await makeLeaf(ca, dir, 'curl', { uri: spiffe('curl') });
+
 for (const [engine, policy] of [
   ['h1', 'explicit PERMISSIVE'],
   ['node', 'no PeerAuthentication'],
 ] as const) {
   t.test(`PERMISSIVE (${policy}) on the ${engine} engine`, async (t) => {
-    const dir = tempDir(t);
-    const ca = await caInit(join(dir, 'ca'));
-    const curlCert = await caIssue(ca, 'curl', join(dir, 'curl'));
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
     const app = await startEchoBackend('b');
     const bDocs = [proxyYaml({ serviceAccount: 'b', labels: { app: 'b' }, identity })];

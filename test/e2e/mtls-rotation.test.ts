@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
-import { caInit, caIssue } from '../helpers/mesh-ca.ts';
+import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
 import { type LeafMaterial, makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
@@ -94,7 +94,7 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
   const [aLeaves, bLeaves, probeCert] = await Promise.all([
     leaves('a'),
     leaves('b'),
-    caIssue(ca, 'probe', join(dir, 'probe')),
+    makeLeaf(ca, dir, 'probe', { uri: spiffe('probe') }),
   ]);
   const volA = new SecretVolume(join(dir, 'secret-a'), ca.certPem);
   const volB = new SecretVolume(join(dir, 'secret-b'), ca.certPem);
@@ -145,7 +145,7 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     for (let i = 0; Date.now() < deadline; i++) {
       const res = await call(a, agent, `/load/${w}/${i}`, { host: B_HOST, timeoutMs: 3000 });
       if (res.status === 200 && xfccOf(echoOf(res.text)).includes(`URI=${spiffe('a')}`)) ok++;
-      else failures.push(`${res.status} ${res.flags} ${res.text.slice(0, 160)}`);
+      else failures.push(`${res.status} ${res.flags} ${res.text.slice(0, 400)}`);
     }
   };
   const rotator = async (): Promise<number> => {
@@ -167,6 +167,14 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     [],
     `no failed request out of ${ok + failures.length} (${failures.length} failed)`,
   );
+  if (failures.length > 0) {
+    const notable = (logs: readonly string[]): string =>
+      logs
+        .filter((l) => !l.includes('"level":"info"'))
+        .slice(0, 10)
+        .join('\n');
+    t.comment(`sidecar A's warnings:\n${notable(a.logs)}\nsidecar B's warnings:\n${notable(b.logs)}`);
+  }
   t.ok(ok > 200, `steady load: ${ok} requests in ${LOAD_MS} ms`);
 
   const grewBy = async (m: typeof a, from: number): Promise<number> =>

@@ -1,12 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
-import { caInit, caIssue } from '../helpers/mesh-ca.ts';
+import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, hasFlag, metricSum } from '../helpers/mesh-client.ts';
 import { makeCa, makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import {
+  bodyOf,
   curlHttp,
   curlHttps,
   plainExchange,
@@ -14,7 +17,7 @@ import {
   statusOf,
   tlsExchange,
 } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -29,23 +32,27 @@ const B_HOST = 'b.default.svc.cluster.local';
 const URI_OF = (sa: string): RegExp =>
   new RegExp(`(^|[;,])URI=${spiffe(sa).replace(/[./]/g, '\\$&')}(;|,|$)`);
 
+// One mesh CA (made by `meshlet ca init`) for the whole file, and the client certificates the
+// tests present: one from the mesh CA, one of the same kind from a CA the mesh does not trust, and
+// one signed by the mesh CA whose validity ended yesterday. openssl signs them (quicker than a
+// `meshlet ca issue` process each; the examples test covers that command).
+const dir = mkdtempSync(join(tmpdir(), 'meshlet-zt-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const ca = await caInit(join(dir, 'ca'));
+const otherCa = await makeCa(join(dir, 'other-ca'), 'not-the-mesh');
+const DAY = 86_400_000;
+const [curlCert, foreign, expired] = await Promise.all([
+  makeLeaf(ca, dir, 'curl', { uri: spiffe('curl') }),
+  makeLeaf(otherCa, dir, 'foreign', { uri: spiffe('curl') }),
+  makeLeaf(ca, dir, 'expired', {
+    uri: spiffe('curl'),
+    notBefore: new Date(Date.now() - 2 * DAY),
+    notAfter: new Date(Date.now() - DAY),
+  }),
+]);
+
 for (const engine of ['h1', 'node'] as const) {
   t.test(`STRICT mTLS between sidecars on the ${engine} engine`, async (t) => {
-    const dir = tempDir(t);
-    const ca = await caInit(join(dir, 'ca'));
-    const otherCa = await makeCa(join(dir, 'other-ca'), 'not-the-mesh');
-    const day = 86_400_000;
-    const [curlCert, foreign, expired] = await Promise.all([
-      caIssue(ca, 'curl', join(dir, 'curl')),
-      // The same kind of identity, from a CA the mesh does not trust.
-      makeLeaf(otherCa, dir, 'foreign', { uri: spiffe('curl') }),
-      // Signed by the mesh CA itself, but its validity ended yesterday.
-      makeLeaf(ca, dir, 'expired', {
-        uri: spiffe('curl'),
-        notBefore: new Date(Date.now() - 2 * day),
-        notAfter: new Date(Date.now() - day),
-      }),
-    ]);
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
     const appB = await startEchoBackend('b');
     const appC = await startEchoBackend('c');
@@ -171,6 +178,19 @@ for (const engine of ['h1', 'node'] as const) {
       t.match(x.serverSan, `URI:${spiffe('b')}`);
       t.match(x.protocol, /^TLSv1\.[23]$/);
       t.equal(statusOf(x.response), 200);
+    });
+
+    t.test('a client resuming its TLS session is served (as a sidecar reconnecting does)', async (t) => {
+      const cert = { certPem: curlCert.certPem, keyPem: curlCert.keyPem };
+      const first = await tlsExchange(b.inboundPort, { cert });
+      t.equal(statusOf(first.response), 200, first.error);
+      t.ok(first.session !== undefined, 'the server sent a session ticket');
+      const again = await tlsExchange(b.inboundPort, {
+        cert,
+        ...(first.session !== undefined ? { session: first.session } : {}),
+      });
+      t.equal(statusOf(again.response), 200, `the resuming connection gets 200 (${again.error})`);
+      t.match(xfccOf(echoOf(bodyOf(again.response))), URI_OF('curl'), 'with the caller’s identity');
     });
 
     t.test('a server presenting the wrong SPIFFE id is refused by the client side (UF)', async (t) => {

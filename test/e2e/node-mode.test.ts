@@ -2,8 +2,9 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
 import { deadPort, startEchoBackend } from '../helpers/backends.ts';
-import { caInit, caIssue } from '../helpers/mesh-ca.ts';
+import { caInit } from '../helpers/mesh-ca.ts';
 import { call } from '../helpers/mesh-client.ts';
+import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps, sClient, statusOf, tlsExchange } from '../helpers/tls-clients.ts';
 import { echoOf, readyListeners, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
@@ -20,7 +21,7 @@ import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from
 t.test('node mode: two workloads in one process', async (t) => {
   const dir = tempDir(t);
   const ca = await caInit(join(dir, 'ca'));
-  const client = await caIssue(ca, 'client', join(dir, 'client'));
+  const client = await makeLeaf(ca, dir, 'client', { uri: spiffe('client') });
   const clientPem = { certPem: client.certPem, keyPem: client.keyPem };
   const [ratingsApp, reviewsApp] = await Promise.all([
     startEchoBackend('ratings-app'),

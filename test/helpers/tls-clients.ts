@@ -121,6 +121,10 @@ export interface TlsExchange {
   readonly response: string;
   /** The first error, '' when none. */
   readonly error: string;
+  /** The last TLS session (ticket) the server sent, for `session` on a later exchange. */
+  readonly session: Buffer | undefined;
+  /** The handshake resumed the offered session. */
+  readonly resumed: boolean;
 }
 
 /**
@@ -135,6 +139,10 @@ export function tlsExchange(
     readonly path?: string;
     readonly host?: string;
     readonly alpn?: readonly string[];
+    /** SNI to send (none by default: Node sends no SNI to an IP address). */
+    readonly servername?: string;
+    /** A session from an earlier exchange, offered for resumption. */
+    readonly session?: Buffer;
     readonly timeoutMs?: number;
   } = {},
 ): Promise<TlsExchange> {
@@ -145,12 +153,19 @@ export function tlsExchange(
     let protocol = '';
     let response = '';
     let error = '';
+    let session: Buffer | undefined;
+    let resumed = false;
     const socket = tlsConnect({
       host: '127.0.0.1',
       port,
       rejectUnauthorized: false,
       ...(opts.cert !== undefined ? { cert: opts.cert.certPem, key: opts.cert.keyPem } : {}),
       ...(opts.alpn !== undefined ? { ALPNProtocols: [...opts.alpn] } : {}),
+      ...(opts.servername !== undefined ? { servername: opts.servername } : {}),
+      ...(opts.session !== undefined ? { session: opts.session } : {}),
+    });
+    socket.on('session', (ticket: Buffer) => {
+      session = ticket;
     });
     const timer = setTimeout(() => {
       if (error === '') error = 'timeout';
@@ -158,6 +173,7 @@ export function tlsExchange(
     }, opts.timeoutMs ?? 5000);
     socket.once('secureConnect', () => {
       handshake = true;
+      resumed = socket.isSessionReused();
       protocol = socket.getProtocol() ?? '';
       const peer = socket.getPeerCertificate();
       serverSan = peer.subjectaltname ?? '';
@@ -174,7 +190,7 @@ export function tlsExchange(
     });
     socket.once('close', () => {
       clearTimeout(timer);
-      ok({ handshake, serverSan, fingerprint, protocol, response, error });
+      ok({ handshake, serverSan, fingerprint, protocol, response, error, session, resumed });
     });
   });
 }
