@@ -1,23 +1,40 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { type AdminDeps, type ReloadOutcome, startAdminServer } from './admin/admin-server.ts';
 import { createClusterRegistry } from './balancer/cluster-registry.ts';
 import type { ClusterRegistry } from './balancer/cluster-types.ts';
 import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import type { ConfigBundle, ConfigIssue } from './config/resource-types.ts';
-import { type RuntimeSettings, resolveSettings, type SettingFlags } from './config/runtime-settings.ts';
+import {
+  type ResolvedIdentity,
+  type RuntimeSettings,
+  resolveSettings,
+  type SettingFlags,
+} from './config/runtime-settings.ts';
 import { type Snapshot, SnapshotStore } from './config/snapshot-store.ts';
 import { watchConfig } from './config/watch-config.ts';
-import type { Listener } from './listener/listener-types.ts';
+import type { InboundTls, Listener } from './listener/listener-types.ts';
 import { startListener } from './listener/start-listener.ts';
+import type { SecurityEvent } from './pipeline/pipeline-types.ts';
 import { ProxyPipeline } from './pipeline/proxy-pipeline.ts';
+import { destinationModes, type PolicyCompilers, WorkloadSecurity } from './pipeline/workload-security.ts';
 import { compileRoutes } from './router/compile-routes.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
 import { ResilienceStats } from './telemetry/resilience-stats.ts';
+import { compileAuthorizer } from './tls/authorization.ts';
+import { createFileIdentity, createIssuingIdentity, loadCaFiles } from './tls/identity-source.ts';
+import type { IdentitySource, SpiffeId, WorkloadCertificate } from './tls/identity-types.ts';
+import { createOrigination, type OriginationIdentity } from './tls/origination.ts';
+import { compilePeerAuthentication } from './tls/peer-authentication.ts';
+import type { CaMaterial } from './tls/pki.ts';
+import { MIN_TLS_VERSION } from './tls/secure-context.ts';
+import { spiffeId } from './tls/spiffe.ts';
 import { createDnsResolver } from './upstream/dns-resolver.ts';
 import { createH1Upstream } from './upstream/h1-client.ts';
 import { createUndiciUpstream } from './upstream/undici-upstream.ts';
@@ -76,21 +93,227 @@ function compileSnapshot(bundle: ConfigBundle, settings: RuntimeSettings, versio
   return { version, hash: bundle.hash, loadedAt: new Date(), bundle, routes, outboundTrafficPolicy };
 }
 
+/**
+ * Compiles every served workload's policies for `snapshot` and logs what applies (once per load).
+ * Throws when a compiler does.
+ */
+function prepareSecurity(snapshot: Snapshot, workloads: readonly WorkloadSecurity[], logger: Logger): void {
+  for (const w of workloads) {
+    const report = w.prepare(snapshot);
+    if (report.mode !== 'PERMISSIVE' || report.policies.length > 0) {
+      logger.log('info', 'workload security', {
+        workload: w.name,
+        mtls_mode: report.mode,
+        authorization_policies: report.policies,
+      });
+    }
+    for (const issue of report.warnings)
+      logger.log('warn', 'security configuration', { workload: w.name, issue });
+  }
+}
+
 /** Compile-time problems that do not stop serving (e.g. a mirror to a missing host): logged once per load. */
 function logRouteWarnings(snapshot: Snapshot, logger: Logger): void {
   for (const w of snapshot.routes.warnings ?? []) logger.log('warn', 'configuration warning', { issue: w });
 }
 
-function identityOf(settings: RuntimeSettings): WorkloadIdentity {
-  const canonical = canonicalOf(settings.labels, settings.workloadName);
+function identityOf(
+  name: string,
+  namespace: string,
+  labels: Readonly<Record<string, string>>,
+): WorkloadIdentity {
+  const canonical = canonicalOf(labels, name);
   return {
-    workload: settings.workloadName,
-    namespace: settings.namespace,
-    app: settings.labels['app'] ?? 'unknown',
-    version: settings.labels['version'] ?? 'unknown',
+    workload: name,
+    namespace,
+    app: labels['app'] ?? 'unknown',
+    version: labels['version'] ?? 'unknown',
     canonicalService: canonical.service,
     canonicalRevision: canonical.revision,
     cluster: 'unknown',
+  };
+}
+
+/** One certificate the process holds: for whom, and where it comes from. */
+interface IdentityHolder {
+  /** The SPIFFE id the certificate is for (files: the configured one until the files are read). */
+  readonly spiffeId: string;
+  readonly source: IdentitySource;
+  current(): WorkloadCertificate | null;
+  readonly rotations: number;
+}
+
+/**
+ * Creates the identity sources of the process: issuing ones share a CA loaded once per CA file pair
+ * (node mode issues one certificate per workload from it), files ones read their own files.
+ * Rotations and errors are logged. A CA that cannot be loaded throws (a configuration error).
+ */
+class Identities {
+  readonly holders: IdentityHolder[] = [];
+  private readonly cas = new Map<string, CaMaterial>();
+  private readonly trustDomain: string;
+  private readonly logger: Logger;
+
+  constructor(trustDomain: string, logger: Logger) {
+    this.trustDomain = trustDomain;
+    this.logger = logger;
+  }
+
+  create(settings: ResolvedIdentity, id: SpiffeId): IdentitySource {
+    const onError = (err: Error): void =>
+      this.logger.log('warn', 'workload certificate problem', { spiffe_id: id.uri, error: err.message });
+    let source: IdentitySource;
+    if (settings.kind === 'ca') {
+      const key = `${settings.caCertFile}\n${settings.caKeyFile}`;
+      let ca = this.cas.get(key);
+      if (ca === undefined) {
+        ca = loadCaFiles(settings.caCertFile, settings.caKeyFile, this.trustDomain);
+        this.cas.set(key, ca);
+      }
+      const extra =
+        settings.trustBundleFile === undefined ? '' : readFileSync(settings.trustBundleFile, 'utf8');
+      source = createIssuingIdentity({
+        caCertPem: ca.certPem,
+        caKeyPem: ca.keyPem,
+        ...(extra === '' ? {} : { trustBundlePem: extra }),
+        spiffe: id,
+        ttlMs: settings.certTtl,
+        onError,
+      });
+    } else {
+      source = createFileIdentity({
+        certFile: settings.certFile,
+        keyFile: settings.keyFile,
+        trustBundleFile: settings.trustBundleFile,
+        watch: true,
+        onError,
+      });
+    }
+    const holder: IdentityHolder = {
+      spiffeId: id.uri,
+      source,
+      current: () => source.current(),
+      get rotations() {
+        return source.rotations;
+      },
+    };
+    source.onChange(() => {
+      const cert = source.current();
+      this.logger.log(
+        'info',
+        holder.rotations === 0 ? 'workload certificate ready' : 'workload certificate rotated',
+        {
+          spiffe_id: cert?.spiffe.uri ?? id.uri,
+          not_after: cert?.notAfter.toISOString() ?? null,
+          rotations: holder.rotations,
+        },
+      );
+      if (cert !== null && cert.spiffe.uri !== id.uri)
+        this.logger.log('warn', 'the certificate names another identity than the configuration', {
+          configured: id.uri,
+          certificate: cert.spiffe.uri,
+        });
+    });
+    this.holders.push(holder);
+    return source;
+  }
+
+  /** Why `/ready` waits: the first identity without a certificate, or null. */
+  missing(): string | null {
+    for (const h of this.holders) {
+      if (h.source.current() === null) {
+        const why = h.source.lastError;
+        return `no workload certificate yet for ${h.spiffeId}${why === null ? '' : ` (${why})`}`;
+      }
+    }
+    return null;
+  }
+
+  close(): void {
+    for (const h of this.holders) h.source.close();
+  }
+}
+
+/**
+ * The inbound listener's server context for the current certificate: built once per certificate and
+ * bundle. It carries a session id context, without which OpenSSL refuses to resume a session on a
+ * server that asks for client certificates ("session id context uninitialized": the client gets an
+ * internal-error alert). The listener wraps sockets itself (no tls.Server to set one), and
+ * tls/secure-context.ts's serverSecureContext does not set it, so this one does; resumption then
+ * works for sidecars reconnecting to this workload.
+ */
+function inboundContext(source: IdentitySource): () => SecureContext | null {
+  let last: { cert: WorkloadCertificate; bundle: string; ctx: SecureContext } | null = null;
+  return () => {
+    const cert = source.current();
+    if (cert === null) return null;
+    const bundle = source.trustBundlePem();
+    if (last === null || last.cert !== cert || last.bundle !== bundle) {
+      const ctx = createSecureContext({
+        cert: cert.certChainPem,
+        key: cert.keyPem,
+        // An empty bundle would mean Node's public roots: never for the mesh.
+        ca: bundle === '' ? [] : bundle,
+        minVersion: MIN_TLS_VERSION,
+        sessionIdContext: 'meshlet-inbound',
+      });
+      last = { cert, bundle, ctx };
+    }
+    return last.ctx;
+  };
+}
+
+/**
+ * What origination reads per decision: the same object until the certificate or the bundle changes,
+ * then a new one with a new version (which renews the origination module's cached answers).
+ */
+function originationIdentity(source: IdentitySource | null): () => OriginationIdentity {
+  let state: OriginationIdentity = { cert: null, bundlePem: '', version: 0 };
+  return () => {
+    if (source === null) return state;
+    const cert = source.current();
+    const bundlePem = source.trustBundlePem();
+    if (cert !== state.cert || bundlePem !== state.bundlePem)
+      state = { cert, bundlePem, version: state.version + 1 };
+    return state;
+  };
+}
+
+/**
+ * Log lines for security events, at most one per kind and reason every 10 s (a denied client in a
+ * loop must not flood the log); the count of lines held back goes with the next one.
+ */
+function securityLog(logger: Logger, now: () => number): (e: SecurityEvent) => void {
+  const last = new Map<string, { at: number; held: number }>();
+  return (e) => {
+    const key = e.kind === 'upstream-tls' ? `${e.kind}|${e.cluster}|${e.reason}` : `${e.kind}|${e.workload}`;
+    const t = now();
+    const seen = last.get(key);
+    if (seen !== undefined && t - seen.at < 10_000) {
+      seen.held++;
+      return;
+    }
+    if (last.size > 1000) last.clear();
+    last.set(key, { at: t, held: 0 });
+    const held = seen?.held ?? 0;
+    const more = held > 0 ? { similar_events_not_logged: held } : {};
+    switch (e.kind) {
+      case 'authz-denied':
+        logger.log('info', 'request denied by AuthorizationPolicy', { ...e, ...more });
+        return;
+      case 'authz-dry-run-denied':
+        logger.log('info', 'dry-run AuthorizationPolicy would deny this request (not enforced)', {
+          ...e,
+          ...more,
+        });
+        return;
+      case 'strict-plaintext':
+        logger.log('warn', 'plaintext request to a STRICT mTLS workload refused', { ...e, ...more });
+        return;
+      case 'upstream-tls':
+        logger.log('warn', 'TLS origination failed (UF)', { ...e, ...more });
+        return;
+    }
   };
 }
 
@@ -104,12 +327,79 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     logger.log('warn', 'configuration warning', { issue: formatIssue(issue) });
 
   const metrics = new MeshMetrics();
-  const store = new SnapshotStore(compileSnapshot(bundle, settings, 1));
+  const now = (): number => performance.now();
+
+  // Identity: the proxy's own (sidecar: its workload's; node mode: the outbound side's), and in
+  // node mode one per workload. No identity configured: no mTLS at all (see README, Zero trust).
+  const identities = new Identities(settings.trustDomain, logger);
+  const ownId = spiffeId(settings.trustDomain, settings.namespace, settings.serviceAccount);
+  const ownSource = settings.identity === null ? null : identities.create(settings.identity, ownId);
+  const compilers: PolicyCompilers = {
+    authorizer: compileAuthorizer,
+    peerAuthentication: compilePeerAuthentication,
+    rootNamespace: settings.rootNamespace,
+    trustDomain: settings.trustDomain,
+  };
+  const workloadSecurity = (
+    name: string,
+    namespace: string,
+    labels: Readonly<Record<string, string>>,
+    app: { readonly host: string; readonly port: number } | null,
+    source: IdentitySource | null,
+    id: SpiffeId,
+  ): WorkloadSecurity =>
+    new WorkloadSecurity({
+      name,
+      namespace,
+      labels,
+      app: app === null ? null : { address: app.host, port: app.port },
+      identity: identityOf(name, namespace, labels),
+      source,
+      spiffeId: source === null ? null : id.uri,
+      compilers,
+      ...(source === null ? {} : { secureContext: inboundContext(source) }),
+    });
+  const sidecar = workloadSecurity(
+    settings.workloadName,
+    settings.namespace,
+    settings.labels,
+    settings.app,
+    ownSource,
+    ownId,
+  );
+  const nodeWorkloads =
+    settings.mode === 'node'
+      ? settings.workloads.map((w) => {
+          const id = spiffeId(settings.trustDomain, w.namespace, w.serviceAccount);
+          const source = w.identity === null ? null : identities.create(w.identity, id);
+          return { spec: w, security: workloadSecurity(w.name, w.namespace, w.labels, w.app, source, id) };
+        })
+      : [];
+  const served: readonly WorkloadSecurity[] =
+    settings.mode === 'node' ? nodeWorkloads.map((w) => w.security) : [sidecar];
+
+  const first = compileSnapshot(bundle, settings, 1);
+  prepareSecurity(first, served, logger);
+  const store = new SnapshotStore(first);
   logRouteWarnings(store.current, logger);
+  // TLS origination (DestinationRule tls, auto-mTLS) with the proxy's own certificate. Without an
+  // identity auto-mTLS is off (endpoints labelled for mTLS get plaintext, as a mesh without mTLS
+  // would send), and ISTIO_MUTUAL destinations fail UF saying there is no certificate.
+  const origination = createOrigination({
+    trustDomain: settings.trustDomain,
+    identity: originationIdentity(ownSource),
+    destinationMode: destinationModes(() => store.current, compilePeerAuthentication, settings.rootNamespace),
+    autoMtls: ownSource !== null,
+  });
+  const preloadTls = (snapshot: Snapshot): void => {
+    origination.refreshFiles();
+    for (const problem of origination.preload(snapshot.routes.clusters.values()))
+      logger.log('warn', 'TLS origination files', { issue: problem });
+  };
+  preloadTls(first);
   // The lean HTTP/1.1 client carries plain requests to IP endpoints; undici takes the rest
   // (host names, Expect: 100-continue, upgrades).
   const upstream = createH1Upstream({ fallback: createUndiciUpstream({}) });
-  const now = (): number => performance.now();
   // ServiceEntry hosts with resolution DNS become the addresses they resolve to, refreshed in the
   // background; the request path only ever reads the cached set.
   const resolver = createDnsResolver({
@@ -136,7 +426,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     clusters,
     stats,
     metrics,
-    identity: identityOf(settings),
+    identity: sidecar.identity,
     accessLog: settings.accessLog ? new AccessLog() : null,
     random: Math.random,
     now,
@@ -147,7 +437,15 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       logger.log('error', 'internal error on the request path', {
         error: err instanceof Error ? (err.stack ?? err.message) : String(err),
       }),
+    inboundWorkload: sidecar,
+    originate: (cluster, endpoint) => origination.originationFor(cluster, endpoint),
+    spiffeId: () => (ownSource === null ? null : (ownSource.current()?.spiffe.uri ?? ownId.uri)),
+    onSecurityEvent: securityLog(logger, now),
   });
+  metrics.attachIdentities(() => identities.holders);
+  const tlsListeners: Listener[] = [];
+  metrics.attachListeners(() => tlsListeners);
+  const apps = served.flatMap((w) => (w.app === null ? [] : [`${w.app.address}:${w.app.port}`]));
   store.onSwap((next) => {
     // Per-endpoint state survives a reload for endpoints that are still there; the rest is let go.
     clusters.retain(new Set(next.routes.clusters.keys()));
@@ -156,7 +454,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     const endpoints = new Set<string>();
     for (const c of next.routes.clusters.values()) for (const e of c.endpoints) endpoints.add(e.id);
     for (const state of clusters.all()) for (const e of state.endpoints) endpoints.add(e.id);
-    if (settings.app !== null) endpoints.add(`${settings.app.host}:${settings.app.port}`);
+    for (const app of apps) endpoints.add(app);
     upstream.retain(endpoints);
   });
 
@@ -188,6 +486,9 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     let snapshot: Snapshot;
     try {
       snapshot = compileSnapshot(next, settings, current.version + 1);
+      // Policies are compiled before the swap, so the first request under them pays nothing and
+      // a policy the compiler cannot take leaves the previous configuration serving.
+      prepareSecurity(snapshot, served, logger);
     } catch (err) {
       metrics.reload('rejected');
       const message = `compile failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -197,6 +498,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       return { result: 'rejected', errors: [message] };
     }
     store.swap(snapshot);
+    preloadTls(snapshot);
     metrics.reload('applied');
     logRouteWarnings(snapshot, logger);
     const warnings = next.issues.map(formatIssue);
@@ -221,6 +523,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     startedAt: new Date(),
     clusters: () => clusters.all(),
     now,
+    notReadyReason: () => identities.missing(),
   };
   const admin: { server: Server; port: number } = await startAdminServer(
     settings.adminHost,
@@ -238,31 +541,72 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       name: 'outbound',
     }),
   );
-  listeners.push(
-    await startListener({
+  const fallbacks = new Map<string, string>();
+  const inbound = async (
+    name: string,
+    host: string,
+    port: number,
+    handler: ReturnType<ProxyPipeline['inboundFor']>,
+    onUpgrade: ReturnType<ProxyPipeline['upgradeFor']>,
+    tls: InboundTls | undefined,
+  ): Promise<void> => {
+    const l = await startListener({
       engine: settings.engine,
-      host: settings.inboundHost,
-      port: settings.inboundPort,
-      handler: pipeline.inbound,
-      onUpgrade: pipeline.upgrade('destination'),
-      name: 'inbound',
-    }),
-  );
+      host,
+      port,
+      handler,
+      onUpgrade,
+      name,
+      ...(tls === undefined ? {} : { tls }),
+    });
+    if (l.fallbackReason !== null) fallbacks.set(l.name, l.fallbackReason);
+    listeners.push(l);
+    if (tls !== undefined) tlsListeners.push(l);
+  };
+  if (settings.mode === 'node') {
+    // One inbound listener per workload, each with its own application, identity and policies.
+    for (const { spec, security } of nodeWorkloads) {
+      await inbound(
+        `inbound-${spec.name}`,
+        spec.inboundHost,
+        spec.inboundPort,
+        pipeline.inboundFor(security),
+        pipeline.upgradeFor(security),
+        security.inboundTls(() => store.current),
+      );
+    }
+  } else {
+    await inbound(
+      'inbound',
+      settings.inboundHost,
+      settings.inboundPort,
+      pipeline.inbound,
+      pipeline.upgrade('destination'),
+      sidecar.inboundTls(() => store.current),
+    );
+  }
   for (const l of listeners) {
     if (l.engine !== settings.engine) {
+      const why = fallbacks.get(l.name);
       logger.log(
         'warn',
         `engine ${settings.engine} is not available; listener ${l.name} is served by ${l.engine}`,
+        why === undefined ? {} : { reason: why },
       );
     }
   }
   ready = true;
+  // "ready" here means started: every listener is bound. `/ready` also waits for the certificates,
+  // which the line says when they are not there yet.
+  const waiting = identities.missing();
   logger.log('info', 'meshlet ready', {
+    ...(waiting === null ? {} : { waiting_for: waiting }),
     version: VERSION,
     config: options.configPath,
     config_version: store.current.version,
     admin: { host: settings.adminHost, port: admin.port },
     listeners: listeners.map((l) => ({ name: l.name, host: l.host, port: l.port, engine: l.engine })),
+    identities: identities.holders.map((h) => h.spiffeId),
   });
 
   const watcher =
@@ -292,6 +636,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     for (const l of listeners) l.close();
     clusters.close();
     resolver.close();
+    identities.close();
     await upstream.close();
     await new Promise<void>((r) => {
       admin.server.close(() => r());
