@@ -8,14 +8,21 @@
  * `generateKeyPair` and callback-style `sign` run natively on the libuv thread pool, for any key
  * type. Certificates are read back with Node's `X509Certificate`.
  *
- * Key type: ECDSA P-256 by default, as Linkerd does. Measured with `npm run bench:tls-keys` on this
- * machine (2 cores, Node 20 / OpenSSL 3.0, medians of alternating rounds, new mTLS handshakes per
- * second, client and server in separate threads): P-256 makes more handshakes per second than
- * RSA-2048 in both TLS 1.3 and 1.2 (see the figures in the bench output and bench/RESULTS.md),
- * generates a key in well under a millisecond instead of tens to hundreds of milliseconds, and
- * gives certificates less than half the size. Ed25519 is not faster in TLS here and many TLS
- * stacks still refuse Ed25519 certificates, so it is offered for measurement only. RSA stays
- * available (`keyType`) for peers that need it.
+ * Key type: ECDSA P-256 by default, as Linkerd does. Measured with `npm run bench:tls-keys -- --rounds 5
+ * --duration 2 --samples 5` (2-core AMD EPYC, Node 20.20 / OpenSSL 3.0.19, on a shared machine at load
+ * average about 7), CPU of the server process per new mTLS handshake with TLS 1.3 (TLS 1.2 in
+ * brackets), the client side paying about as much again:
+ *
+ *   P-256 1554 µs (1307), RSA-2048 1553 µs (1347), RSA-3072 3392 µs (3098), Ed25519 1365 µs (1188)
+ *
+ * In Node most of a handshake is fixed cost (OpenSSL 3.0, sockets); the signatures themselves differ
+ * more (`openssl speed` here: RSA-2048 sign 253 µs / verify 14 µs, P-256 19 / 61 µs) but each side
+ * makes one signature and two verifications, so P-256 and RSA-2048 come out even and RSA-3072
+ * doubles the cost. What decides is the rest: generating a P-256 key takes 0.1 ms against 170 ms for
+ * RSA-2048 (550 ms for RSA-3072) at every issuance, and the certificate is about half the size (680
+ * against 1216 bytes on every handshake). Ed25519 was about 12 % cheaper in that run, within the
+ * noise of a busy machine, and is not what Istio or Linkerd peers expect, so it is offered
+ * (`keyType`) but not the default; so is RSA, for peers that need it.
  */
 import {
   createHash,
