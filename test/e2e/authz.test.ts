@@ -7,9 +7,8 @@ import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
-import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import {
   authorizationPolicyYaml,
   docs,
@@ -51,7 +50,7 @@ for (const engine of ['h1', 'node'] as const) {
   t.test(`AuthorizationPolicy on the ${engine} engine`, async (t) => {
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
     const app = await startEchoBackend('ratings');
-    const server = await spawnMeshlet(
+    const server = await spawnReady(
       docs(
         proxyYaml({ serviceAccount: 'ratings', labels: { app: 'ratings' }, identity }),
         peerAuthenticationYaml('default', 'PERMISSIVE'),
@@ -62,7 +61,7 @@ for (const engine of ['h1', 'node'] as const) {
       ),
       { engine, args: ['--app', `127.0.0.1:${app.port}`, '--access-log'] },
     );
-    const caller = await spawnMeshlet(
+    const caller = await spawnReady(
       docs(
         proxyYaml({ serviceAccount: 'productpage', labels: { app: 'productpage' }, identity }),
         meshServiceYaml('ratings', [{ port: server.inboundPort, serviceAccount: 'ratings' }]),

@@ -5,9 +5,9 @@ import { Agent } from 'undici';
 import { deadPort, startEchoBackend } from '../helpers/backends.ts';
 import { caInit, caIssue } from '../helpers/mesh-ca.ts';
 import { call } from '../helpers/mesh-client.ts';
-import { REPO_ROOT, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
+import { REPO_ROOT } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps, tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -33,7 +33,7 @@ t.test('config-examples/sidecar-mtls.yaml', async (t) => {
   ]);
   const [app, detailsApp] = await Promise.all([startEchoBackend('ratings'), startEchoBackend('details')]);
   // The details sidecar the example's ServiceEntry points at, with the identity it expects.
-  const details = await spawnMeshlet(
+  const details = await spawnReady(
     docs(
       proxyYaml({
         serviceAccount: 'details',
@@ -43,7 +43,7 @@ t.test('config-examples/sidecar-mtls.yaml', async (t) => {
     ),
     { engine: 'h1', args: ['--app', `127.0.0.1:${detailsApp.port}`] },
   );
-  const mesh = await spawnMeshlet(
+  const mesh = await spawnReady(
     substitute(example('sidecar-mtls.yaml'), {
       '/tmp/meshlet-ca/': `${ca.dir}/`,
       'http: 15106': `http: ${details.inboundPort}`,
@@ -88,7 +88,7 @@ t.test('config-examples/node-mode.yaml', async (t) => {
     startEchoBackend('reviews-app'),
   ]);
   const [ratingsPort, reviewsPort] = [await deadPort(), await deadPort()];
-  const mesh = await spawnMeshlet(
+  const mesh = await spawnReady(
     substitute(example('node-mode.yaml'), {
       '/tmp/meshlet-ca/': `${ca.dir}/`,
       '15006': String(ratingsPort),
@@ -119,5 +119,9 @@ t.test('config-examples/node-mode.yaml', async (t) => {
   const out = await call(mesh, agent, '/', { host: 'reviews:9080' });
   t.equal(out.status, 200, `outbound to the reviews workload: ${out.text}`);
   t.equal(echoOf(out.text)?.name, 'reviews-app');
-  t.match(xfccOf(echoOf(out.text)), /URI=spiffe:\/\//, 'over mTLS');
+  t.match(
+    xfccOf(echoOf(out.text)),
+    `URI=${spiffe('node-proxy')}`,
+    'over mTLS, with the Proxy’s own identity',
+  );
 });

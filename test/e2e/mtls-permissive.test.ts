@@ -7,9 +7,8 @@ import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
-import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -36,8 +35,8 @@ for (const [engine, policy] of [
     const app = await startEchoBackend('b');
     const bDocs = [proxyYaml({ serviceAccount: 'b', labels: { app: 'b' }, identity })];
     if (policy === 'explicit PERMISSIVE') bDocs.push(peerAuthenticationYaml('default', 'PERMISSIVE'));
-    const b = await spawnMeshlet(docs(...bDocs), { engine, args: ['--app', `127.0.0.1:${app.port}`] });
-    const a = await spawnMeshlet(
+    const b = await spawnReady(docs(...bDocs), { engine, args: ['--app', `127.0.0.1:${app.port}`] });
+    const a = await spawnReady(
       docs(
         proxyYaml({ serviceAccount: 'a', identity }),
         meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),

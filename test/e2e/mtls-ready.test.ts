@@ -5,6 +5,7 @@ import { request } from 'undici';
 import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit, caIssue } from '../helpers/mesh-ca.ts';
 import { sleep } from '../helpers/mesh-client.ts';
+import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttps, statusOf, tlsExchange } from '../helpers/tls-clients.ts';
 import { echoOf, eventually, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
@@ -30,9 +31,10 @@ async function readyStatus(adminUrl: string): Promise<number> {
 t.test('/ready waits for the workload certificate files', async (t) => {
   const dir = tempDir(t);
   const ca = await caInit(join(dir, 'ca'));
+  // The files the proxy waits for are what `meshlet ca issue` writes (cert.pem, key.pem, ca.pem).
   const [served, client] = await Promise.all([
     caIssue(ca, 'late', join(dir, 'issued-late')),
-    caIssue(ca, 'curl', join(dir, 'issued-curl')),
+    makeLeaf(ca, dir, 'curl', { uri: spiffe('curl') }),
   ]);
   const live = join(dir, 'live');
   mkdirSync(live);

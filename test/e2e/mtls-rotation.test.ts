@@ -7,9 +7,8 @@ import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
 import { type LeafMaterial, makeLeaf } from '../helpers/openssl-pki.ts';
-import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, eventually, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, eventually, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -104,14 +103,14 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     ({ kind: 'files', certFile: v.certFile, keyFile: v.keyFile, trustBundleFile: v.bundleFile }) as const;
 
   const app = await startEchoBackend('b');
-  const b = await spawnMeshlet(
+  const b = await spawnReady(
     docs(
       proxyYaml({ serviceAccount: 'b', identity: files(volB) }),
       peerAuthenticationYaml('default', 'STRICT'),
     ),
     { engine: 'h1', args: ['--app', `127.0.0.1:${app.port}`] },
   );
-  const a = await spawnMeshlet(
+  const a = await spawnReady(
     docs(
       proxyYaml({ serviceAccount: 'a', identity: files(volA) }),
       meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),
@@ -125,11 +124,6 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     await Promise.all([a.stop(), b.stop()]);
     await app.close();
   });
-  const ready = async (m: typeof a): Promise<boolean> =>
-    (await fetch(m.admin('/ready'))
-      .then((r) => r.status)
-      .catch(() => 0)) === 200;
-  t.ok(await eventually(async () => (await ready(a)) && (await ready(b)), 5000), 'both sidecars ready');
   const probe = { certPem: probeCert.certPem, keyPem: probeCert.keyPem };
   const first = await tlsExchange(b.inboundPort, { cert: probe });
   t.match(first.serverSan, `URI:${spiffe('b')}`);

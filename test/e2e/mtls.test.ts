@@ -7,7 +7,6 @@ import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, hasFlag, metricSum } from '../helpers/mesh-client.ts';
 import { makeCa, makeLeaf } from '../helpers/openssl-pki.ts';
-import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import {
   bodyOf,
   curlHttp,
@@ -17,7 +16,7 @@ import {
   statusOf,
   tlsExchange,
 } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -57,7 +56,7 @@ for (const engine of ['h1', 'node'] as const) {
     const appB = await startEchoBackend('b');
     const appC = await startEchoBackend('c');
     const server = (sa: string, appPort: number) =>
-      spawnMeshlet(
+      spawnReady(
         docs(
           proxyYaml({ serviceAccount: sa, labels: { app: sa }, identity }),
           peerAuthenticationYaml('default', 'STRICT'),
@@ -65,7 +64,7 @@ for (const engine of ['h1', 'node'] as const) {
         { engine, args: ['--app', `127.0.0.1:${appPort}`] },
       );
     const [b, c] = await Promise.all([server('b', appB.port), server('c', appC.port)]);
-    const a = await spawnMeshlet(
+    const a = await spawnReady(
       docs(
         proxyYaml({ serviceAccount: 'a', labels: { app: 'a' }, identity }),
         meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),

@@ -5,9 +5,8 @@ import { deadPort, startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { call } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
-import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps, sClient, statusOf, tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, readyListeners, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoOf, readyListeners, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -28,10 +27,11 @@ t.test('node mode: two workloads in one process', async (t) => {
     startEchoBackend('reviews-app'),
   ]);
   const [ratingsPort, reviewsPort] = [await deadPort(), await deadPort()];
-  const mesh = await spawnMeshlet(
+  const mesh = await spawnReady(
     docs(
       proxyYaml({
         mode: 'node',
+        serviceAccount: 'node-proxy',
         identity: { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile },
         workloads: [
           {
@@ -114,6 +114,7 @@ t.test('node mode: two workloads in one process', async (t) => {
     t.equal(res.status, 200, res.text);
     const echo = echoOf(res.text);
     t.equal(echo?.name, 'ratings-app');
-    t.match(xfccOf(echo), /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\//, 'over mTLS (STRICT port)');
+    // Every app of the node calls through this listener, so it presents the Proxy's own identity.
+    t.match(xfccOf(echo), `URI=${spiffe('node-proxy')}`, 'over mTLS (STRICT port), as the Proxy itself');
   });
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Echo } from './backends.ts';
-import type { Meshlet } from './spawn-meshlet.ts';
+import { type Meshlet, spawnMeshlet } from './spawn-meshlet.ts';
 
 /** Small pieces shared by the zero-trust end-to-end tests. */
 
@@ -61,4 +61,36 @@ export async function eventually(probe: () => Promise<boolean>, timeoutMs: numbe
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Waits until `/ready` answers 200: the `meshlet ready` log line means the listeners are up, while
+ * a proxy that issues its certificate in memory may still be issuing it (and `/ready` says 503).
+ */
+export async function untilReady(mesh: Meshlet, timeoutMs = 10_000): Promise<void> {
+  const ok = await eventually(async () => {
+    try {
+      const res = await fetch(mesh.admin('/ready'));
+      await res.text();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
+  if (!ok) throw new Error(`/ready is not 200 after ${timeoutMs} ms:\n${mesh.logs.slice(-5).join('\n')}`);
+}
+
+/** `spawnMeshlet` then `untilReady`: a proxy that holds its certificate. */
+export async function spawnReady(
+  yaml: string,
+  opts: Parameters<typeof spawnMeshlet>[1] = {},
+): Promise<Meshlet> {
+  const mesh = await spawnMeshlet(yaml, opts);
+  try {
+    await untilReady(mesh);
+  } catch (err) {
+    await mesh.stop();
+    throw err;
+  }
+  return mesh;
 }
