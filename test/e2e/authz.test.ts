@@ -3,12 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import {
   authorizationPolicyYaml,
   docs,
@@ -49,8 +48,9 @@ const [productpage, reviews] = await Promise.all([
 for (const engine of ['h1', 'node'] as const) {
   t.test(`AuthorizationPolicy on the ${engine} engine`, async (t) => {
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
-    const app = await startEchoBackend('ratings');
+    const app = await echoApp(t, 'ratings');
     const server = await spawnReady(
+      t,
       docs(
         proxyYaml({ serviceAccount: 'ratings', labels: { app: 'ratings' }, identity }),
         peerAuthenticationYaml('default', 'PERMISSIVE'),
@@ -62,6 +62,7 @@ for (const engine of ['h1', 'node'] as const) {
       { engine, args: ['--app', `127.0.0.1:${app.port}`, '--access-log'] },
     );
     const caller = await spawnReady(
+      t,
       docs(
         proxyYaml({ serviceAccount: 'productpage', labels: { app: 'productpage' }, identity }),
         meshServiceYaml('ratings', [{ port: server.inboundPort, serviceAccount: 'ratings' }]),
@@ -69,11 +70,7 @@ for (const engine of ['h1', 'node'] as const) {
       { engine },
     );
     const agent = new Agent({ connections: 2 });
-    t.teardown(async () => {
-      await agent.close();
-      await Promise.all([caller.stop(), server.stop()]);
-      await app.close();
-    });
+    t.teardown(() => agent.close());
     t.equal(engineOf(server, server.inboundPort), engine);
     let denied = 0;
 

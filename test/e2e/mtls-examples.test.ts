@@ -2,12 +2,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { deadPort, startEchoBackend } from '../helpers/backends.ts';
+import { deadPort } from '../helpers/backends.ts';
 import { caInit, caIssue } from '../helpers/mesh-ca.ts';
 import { call } from '../helpers/mesh-client.ts';
 import { REPO_ROOT } from '../helpers/spawn-meshlet.ts';
 import { curlHttp, curlHttps, tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -31,9 +31,10 @@ t.test('config-examples/sidecar-mtls.yaml', async (t) => {
     caIssue(ca, 'productpage', join(dir, 'productpage')),
     caIssue(ca, 'reviews', join(dir, 'reviews')),
   ]);
-  const [app, detailsApp] = await Promise.all([startEchoBackend('ratings'), startEchoBackend('details')]);
+  const [app, detailsApp] = await Promise.all([echoApp(t, 'ratings'), echoApp(t, 'details')]);
   // The details sidecar the example's ServiceEntry points at, with the identity it expects.
   const details = await spawnReady(
+    t,
     docs(
       proxyYaml({
         serviceAccount: 'details',
@@ -44,6 +45,7 @@ t.test('config-examples/sidecar-mtls.yaml', async (t) => {
     { engine: 'h1', args: ['--app', `127.0.0.1:${detailsApp.port}`] },
   );
   const mesh = await spawnReady(
+    t,
     substitute(example('sidecar-mtls.yaml'), {
       '/tmp/meshlet-ca/': `${ca.dir}/`,
       'http: 15106': `http: ${details.inboundPort}`,
@@ -51,11 +53,7 @@ t.test('config-examples/sidecar-mtls.yaml', async (t) => {
     { engine: 'h1', args: ['--app', `127.0.0.1:${app.port}`] },
   );
   const agent = new Agent({ connections: 2 });
-  t.teardown(async () => {
-    await agent.close();
-    await Promise.all([mesh.stop(), details.stop()]);
-    await Promise.all([app.close(), detailsApp.close()]);
-  });
+  t.teardown(() => agent.close());
 
   const ok = await curlHttps(mesh.inboundPort, '/ratings/1', { cert: productpage });
   t.equal(ok.status, 200, `productpage GET /ratings/1: ${ok.stderr}`);
@@ -83,12 +81,10 @@ t.test('config-examples/node-mode.yaml', async (t) => {
     caIssue(ca, 'reviews', join(dir, 'reviews')),
     caIssue(ca, 'other', join(dir, 'other')),
   ]);
-  const [ratingsApp, reviewsApp] = await Promise.all([
-    startEchoBackend('ratings-app'),
-    startEchoBackend('reviews-app'),
-  ]);
+  const [ratingsApp, reviewsApp] = await Promise.all([echoApp(t, 'ratings-app'), echoApp(t, 'reviews-app')]);
   const [ratingsPort, reviewsPort] = [await deadPort(), await deadPort()];
   const mesh = await spawnReady(
+    t,
     substitute(example('node-mode.yaml'), {
       '/tmp/meshlet-ca/': `${ca.dir}/`,
       '15006': String(ratingsPort),
@@ -99,11 +95,7 @@ t.test('config-examples/node-mode.yaml', async (t) => {
     { engine: 'h1' },
   );
   const agent = new Agent({ connections: 2 });
-  t.teardown(async () => {
-    await agent.close();
-    await mesh.stop();
-    await Promise.all([ratingsApp.close(), reviewsApp.close()]);
-  });
+  t.teardown(() => agent.close());
   const pem = { certPem: reviewsCert.certPem, keyPem: reviewsCert.keyPem };
   t.match((await tlsExchange(ratingsPort, { cert: pem })).serverSan, `URI:${spiffe('ratings')}`);
   t.match((await tlsExchange(reviewsPort, { cert: pem })).serverSan, `URI:${spiffe('reviews')}`);

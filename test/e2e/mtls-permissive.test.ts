@@ -3,12 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { curlHttp, curlHttps } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -32,11 +31,12 @@ for (const [engine, policy] of [
 ] as const) {
   t.test(`PERMISSIVE (${policy}) on the ${engine} engine`, async (t) => {
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
-    const app = await startEchoBackend('b');
+    const app = await echoApp(t, 'b');
     const bDocs = [proxyYaml({ serviceAccount: 'b', labels: { app: 'b' }, identity })];
     if (policy === 'explicit PERMISSIVE') bDocs.push(peerAuthenticationYaml('default', 'PERMISSIVE'));
-    const b = await spawnReady(docs(...bDocs), { engine, args: ['--app', `127.0.0.1:${app.port}`] });
+    const b = await spawnReady(t, docs(...bDocs), { engine, args: ['--app', `127.0.0.1:${app.port}`] });
     const a = await spawnReady(
+      t,
       docs(
         proxyYaml({ serviceAccount: 'a', identity }),
         meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),
@@ -44,11 +44,7 @@ for (const [engine, policy] of [
       { engine },
     );
     const agent = new Agent({ connections: 2 });
-    t.teardown(async () => {
-      await agent.close();
-      await Promise.all([a.stop(), b.stop()]);
-      await app.close();
-    });
+    t.teardown(() => agent.close());
     t.equal(engineOf(b, b.inboundPort), engine);
 
     t.test('plaintext is served, and a forged x-forwarded-client-cert is removed', async (t) => {

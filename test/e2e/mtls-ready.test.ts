@@ -2,13 +2,12 @@ import { copyFileSync, mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
-import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit, caIssue } from '../helpers/mesh-ca.ts';
 import { sleep } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 import { curlHttps, statusOf, tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, eventually, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, eventually, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -44,15 +43,12 @@ t.test('/ready waits for the workload certificate files', async (t) => {
     keyFile: join(live, 'tls.key'),
     trustBundleFile: join(live, 'ca.crt'),
   } as const;
-  const app = await startEchoBackend('late');
+  const app = await echoApp(t, 'late');
   const mesh = await spawnMeshlet(
     docs(proxyYaml({ serviceAccount: 'late', identity: files }), peerAuthenticationYaml('default', 'STRICT')),
     { engine: 'h1', args: ['--app', `127.0.0.1:${app.port}`] },
   );
-  t.teardown(async () => {
-    await mesh.stop();
-    await app.close();
-  });
+  t.teardown(() => mesh.stop());
   const ready = mesh.admin('/ready');
 
   // Not ready, and it stays so: sample it a few times over half a second.

@@ -3,12 +3,11 @@ import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, metricSum, sleep } from '../helpers/mesh-client.ts';
 import { type LeafMaterial, makeLeaf } from '../helpers/openssl-pki.ts';
 import { tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, eventually, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, eventually, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -102,8 +101,9 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
   const files = (v: SecretVolume) =>
     ({ kind: 'files', certFile: v.certFile, keyFile: v.keyFile, trustBundleFile: v.bundleFile }) as const;
 
-  const app = await startEchoBackend('b');
+  const app = await echoApp(t, 'b');
   const b = await spawnReady(
+    t,
     docs(
       proxyYaml({ serviceAccount: 'b', identity: files(volB) }),
       peerAuthenticationYaml('default', 'STRICT'),
@@ -111,6 +111,7 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     { engine: 'h1', args: ['--app', `127.0.0.1:${app.port}`] },
   );
   const a = await spawnReady(
+    t,
     docs(
       proxyYaml({ serviceAccount: 'a', identity: files(volA) }),
       meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),
@@ -119,11 +120,7 @@ t.test('certificates rotated under steady load: no failed request', async (t) =>
     { engine: 'h1' },
   );
   const agent = new Agent({ connections: CONCURRENCY });
-  t.teardown(async () => {
-    await agent.close();
-    await Promise.all([a.stop(), b.stop()]);
-    await app.close();
-  });
+  t.teardown(() => agent.close());
   const probe = { certPem: probeCert.certPem, keyPem: probeCert.keyPem };
   const first = await tlsExchange(b.inboundPort, { cert: probe });
   t.match(first.serverSan, `URI:${spiffe('b')}`);

@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { startEchoBackend } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { adminText, call, hasFlag, metricSum } from '../helpers/mesh-client.ts';
 import { makeCa, makeLeaf } from '../helpers/openssl-pki.ts';
@@ -16,7 +15,7 @@ import {
   statusOf,
   tlsExchange,
 } from '../helpers/tls-clients.ts';
-import { echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, engineOf, spawnReady, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -53,10 +52,11 @@ const [curlCert, foreign, expired] = await Promise.all([
 for (const engine of ['h1', 'node'] as const) {
   t.test(`STRICT mTLS between sidecars on the ${engine} engine`, async (t) => {
     const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
-    const appB = await startEchoBackend('b');
-    const appC = await startEchoBackend('c');
+    const appB = await echoApp(t, 'b');
+    const appC = await echoApp(t, 'c');
     const server = (sa: string, appPort: number) =>
       spawnReady(
+        t,
         docs(
           proxyYaml({ serviceAccount: sa, labels: { app: sa }, identity }),
           peerAuthenticationYaml('default', 'STRICT'),
@@ -65,6 +65,7 @@ for (const engine of ['h1', 'node'] as const) {
       );
     const [b, c] = await Promise.all([server('b', appB.port), server('c', appC.port)]);
     const a = await spawnReady(
+      t,
       docs(
         proxyYaml({ serviceAccount: 'a', labels: { app: 'a' }, identity }),
         meshServiceYaml('b', [{ port: b.inboundPort, serviceAccount: 'b' }]),
@@ -76,11 +77,7 @@ for (const engine of ['h1', 'node'] as const) {
       { engine },
     );
     const agent = new Agent({ connections: 4 });
-    t.teardown(async () => {
-      await agent.close();
-      await Promise.all([a.stop(), b.stop(), c.stop()]);
-      await Promise.all([appB.close(), appC.close()]);
-    });
+    t.teardown(() => agent.close());
     t.equal(engineOf(b, b.inboundPort), engine, `B's inbound is served by ${engine}`);
     t.equal(a.engine, engine, `A's outbound is served by ${engine}`);
 

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from 'undici';
-import { deadPort, startEchoBackend } from '../helpers/backends.ts';
+import { deadPort } from '../helpers/backends.ts';
 import { caInit } from '../helpers/mesh-ca.ts';
 import { call } from '../helpers/mesh-client.ts';
 import { makeLeaf } from '../helpers/openssl-pki.ts';
 import { curlHttp, curlHttps, sClient, statusOf, tlsExchange } from '../helpers/tls-clients.ts';
-import { echoOf, readyListeners, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
+import { echoApp, echoOf, readyListeners, spawnReady, tempDir, xfccOf } from '../helpers/zt-mesh.ts';
 import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from '../helpers/zt-yaml.ts';
 
 /**
@@ -22,12 +22,10 @@ t.test('node mode: two workloads in one process', async (t) => {
   const ca = await caInit(join(dir, 'ca'));
   const client = await makeLeaf(ca, dir, 'client', { uri: spiffe('client') });
   const clientPem = { certPem: client.certPem, keyPem: client.keyPem };
-  const [ratingsApp, reviewsApp] = await Promise.all([
-    startEchoBackend('ratings-app'),
-    startEchoBackend('reviews-app'),
-  ]);
+  const [ratingsApp, reviewsApp] = await Promise.all([echoApp(t, 'ratings-app'), echoApp(t, 'reviews-app')]);
   const [ratingsPort, reviewsPort] = [await deadPort(), await deadPort()];
   const mesh = await spawnReady(
+    t,
     docs(
       proxyYaml({
         mode: 'node',
@@ -57,11 +55,7 @@ t.test('node mode: two workloads in one process', async (t) => {
     { engine: 'h1' },
   );
   const agent = new Agent({ connections: 2 });
-  t.teardown(async () => {
-    await agent.close();
-    await mesh.stop();
-    await Promise.all([ratingsApp.close(), reviewsApp.close()]);
-  });
+  t.teardown(() => agent.close());
 
   t.test('one listener per workload port, and the shared outbound', async (t) => {
     const ports = readyListeners(mesh).map((l) => l.port);

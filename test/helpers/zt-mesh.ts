@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Echo } from './backends.ts';
+import { type Backend, type Echo, startEchoBackend } from './backends.ts';
 import { type Meshlet, spawnMeshlet } from './spawn-meshlet.ts';
 
 /** Small pieces shared by the zero-trust end-to-end tests. */
@@ -31,7 +31,7 @@ export function engineOf(mesh: Meshlet, port: number): string {
 }
 
 /** A fresh temp dir removed at teardown. */
-export function tempDir(t: { teardown(fn: () => void): void }, prefix = 'meshlet-zt-'): string {
+export function tempDir(t: Teardowns, prefix = 'meshlet-zt-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -80,17 +80,30 @@ export async function untilReady(mesh: Meshlet, timeoutMs = 10_000): Promise<voi
   if (!ok) throw new Error(`/ready is not 200 after ${timeoutMs} ms:\n${mesh.logs.slice(-5).join('\n')}`);
 }
 
-/** `spawnMeshlet` then `untilReady`: a proxy that holds its certificate. */
+/** What the helpers below need of a tap test: somewhere to register clean-up. */
+export interface Teardowns {
+  teardown(fn: () => unknown): void;
+}
+
+/**
+ * `spawnMeshlet`, stopped at the end of `t` (registered at once, so that a later failure in the
+ * same test never leaves the process running), then `untilReady`: a proxy that holds its
+ * certificate.
+ */
 export async function spawnReady(
+  t: Teardowns,
   yaml: string,
   opts: Parameters<typeof spawnMeshlet>[1] = {},
 ): Promise<Meshlet> {
   const mesh = await spawnMeshlet(yaml, opts);
-  try {
-    await untilReady(mesh);
-  } catch (err) {
-    await mesh.stop();
-    throw err;
-  }
+  t.teardown(() => mesh.stop());
+  await untilReady(mesh);
   return mesh;
+}
+
+/** An echo backend closed at the end of `t`. */
+export async function echoApp(t: Teardowns, name: string): Promise<Backend> {
+  const app = await startEchoBackend(name);
+  t.teardown(() => app.close());
+  return app;
 }
