@@ -15,7 +15,7 @@ import { docs, meshServiceYaml, peerAuthenticationYaml, proxyYaml, spiffe } from
  * curl with a mesh client certificate and a sidecar originating auto-mTLS all reach the app; only
  * the mTLS ones carry an `x-forwarded-client-cert`, and a forged one from a plaintext caller is
  * removed. On h1 with an explicit PERMISSIVE PeerAuthentication; on node with no policy at all,
- * which means PERMISSIVE.
+ * which means PERMISSIVE. On uws, which has no TLS, the inbound listener falls back to h1.
  */
 
 const B_HOST = 'b.default.svc.cluster.local';
@@ -83,3 +83,24 @@ for (const [engine, policy] of [
     });
   });
 }
+
+t.test(
+  'uws has no TLS: an inbound port with an identity is served by h1, and the log says why',
+  async (t) => {
+    const app = await echoApp(t, 'b');
+    const identity = { kind: 'ca', caCertFile: ca.certFile, caKeyFile: ca.keyFile } as const;
+    const b = await spawnReady(t, docs(proxyYaml({ serviceAccount: 'b', identity })), {
+      engine: 'uws',
+      args: ['--app', `127.0.0.1:${app.port}`],
+    });
+    t.equal(engineOf(b, b.inboundPort), 'h1');
+    t.ok(
+      b.logs.some((l) => /uws|uWebSockets/i.test(l) && /TLS/.test(l)),
+      'a log line gives the reason for the fallback',
+    );
+    const mtls = await curlHttps(b.inboundPort, '/uws-mtls', { cert: curlCert });
+    t.equal(mtls.status, 200, mtls.stderr);
+    t.match(xfccOf(echoOf(mtls.body)), `URI=${spiffe('curl')}`);
+    t.equal((await curlHttp(b.inboundPort, '/uws-plain')).status, 200);
+  },
+);
