@@ -193,6 +193,11 @@ function sampleAll(procs: readonly Started[], cpu: number | undefined): CpuSampl
   };
 }
 
+/** The median of shares as a percentage, '—' without samples. */
+function pct(values: readonly number[] | undefined): string {
+  return values === undefined || values.length === 0 ? '—' : `${Math.round(median(values) * 100)} %`;
+}
+
 function orderFor<T>(round: number, modes: readonly T[]): readonly T[] {
   return round % 2 === 1 ? modes : [...modes].reverse();
 }
@@ -224,6 +229,8 @@ async function keepAlive(ctx: Context): Promise<string[]> {
   const rps = new Map<string, number[]>();
   const cpu = new Map<string, number[]>();
   const p99 = new Map<string, number[]>();
+  const busy = new Map<string, number[]>();
+  const other = new Map<string, number[]>();
   try {
     for (const m of modes) await waitForRoute(client.outbound, m.host, client.proc);
     const wrk = (host: string, durationSec: number): Promise<WrkResult> =>
@@ -243,6 +250,9 @@ async function keepAlive(ctx: Context): Promise<string[]> {
         const u = usage(before, after, w.requests, ctx.ticksPerSec);
         rps.set(m.label, [...(rps.get(m.label) ?? []), w.requestsPerSec]);
         p99.set(m.label, [...(p99.get(m.label) ?? []), w.p99Ms]);
+        if (u.proxyCores !== undefined) busy.set(m.label, [...(busy.get(m.label) ?? []), u.proxyCores]);
+        if (u.otherOnProxyCpu !== undefined)
+          other.set(m.label, [...(other.get(m.label) ?? []), u.otherOnProxyCpu]);
         if (u.usPerRequest !== undefined) cpu.set(m.label, [...(cpu.get(m.label) ?? []), u.usPerRequest]);
         out(
           `(a) round ${round}/${opts.rounds} ${m.label.padEnd(24)} ${formatRps(w.requestsPerSec).padStart(8)} req/s  p99 ${w.p99Ms.toFixed(2)} ms  ${u.usPerRequest?.toFixed(1) ?? '?'} µs CPU/req (A+B)${errorsNote(w)}`,
@@ -259,14 +269,14 @@ async function keepAlive(ctx: Context): Promise<string[]> {
   const lines = [
     `**(a) keep-alive req/s through two sidecars** (wrk → A outbound → B inbound → nginx; ${opts.connections} connections, ${opts.rounds} × ${opts.durationSec} s per mode, engine ${opts.engine}, both sidecars on one core)`,
     '',
-    '| A → B | req/s (median) | per round | p99 (median) | CPU µs/req, A+B (median) |',
-    '|---|---:|---|---:|---:|',
+    '| A → B | req/s (median) | per round | p99 (median) | CPU µs/req, A+B (median) | A+B CPU | other load on their CPU |',
+    '|---|---:|---|---:|---:|---:|---:|',
   ];
   for (const m of modes) {
     const r = rps.get(m.label) ?? [];
     const c = cpu.get(m.label) ?? [];
     lines.push(
-      `| ${m.label} | ${formatRps(median(r))} | ${r.map(formatRps).join(' / ')} | ${median(p99.get(m.label) ?? []).toFixed(2)} ms | ${c.length === 0 ? '—' : median(c).toFixed(1)} |`,
+      `| ${m.label} | ${formatRps(median(r))} | ${r.map(formatRps).join(' / ')} | ${median(p99.get(m.label) ?? []).toFixed(2)} ms | ${c.length === 0 ? '—' : median(c).toFixed(1)} | ${pct(busy.get(m.label))} | ${pct(other.get(m.label))} |`,
     );
   }
   lines.push(
