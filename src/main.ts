@@ -18,7 +18,7 @@ import {
 import { type Snapshot, SnapshotStore } from './config/snapshot-store.ts';
 import { watchConfig } from './config/watch-config.ts';
 import type { InboundTls, Listener } from './listener/listener-types.ts';
-import { startListener } from './listener/start-listener.ts';
+import { type StartedListener, startListener } from './listener/start-listener.ts';
 import type { SecurityEvent } from './pipeline/pipeline-types.ts';
 import { ProxyPipeline } from './pipeline/proxy-pipeline.ts';
 import { destinationModes, type PolicyCompilers, WorkloadSecurity } from './pipeline/workload-security.ts';
@@ -443,7 +443,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     onSecurityEvent: securityLog(logger, now),
   });
   metrics.attachIdentities(() => identities.holders);
-  const tlsListeners: Listener[] = [];
+  const tlsListeners: StartedListener[] = [];
   metrics.attachListeners(() => tlsListeners);
   const apps = served.flatMap((w) => (w.app === null ? [] : [`${w.app.address}:${w.app.port}`]));
   store.onSwap((next) => {

@@ -274,6 +274,21 @@ export class MeshMetrics {
         },
       ),
     );
+    this.registry.registerMetric(
+      scrapedMetric(
+        'meshlet_tls_plaintext_refused_total',
+        'Plaintext connections closed by an inbound listener because its PeerAuthentication is STRICT, per listener.',
+        'counter',
+        () => {
+          const values: MetricValue[] = [];
+          for (const l of this.handshakeSources()) {
+            const count = l.plaintextRefused?.();
+            if (count !== undefined) values.push({ labels: { listener: l.name }, value: count });
+          }
+          return values;
+        },
+      ),
+    );
     collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_' });
     // prom-client exports three gauges named `*_total`, which `promtool check metrics` refuses
     // (only counters end in `_total`). Each is the sum of the per-type gauge of the same name
@@ -366,6 +381,8 @@ export interface CertificateHolder {
 export interface HandshakeErrorSource {
   readonly name: string;
   tlsHandshakeErrors?(): number;
+  /** Plaintext connections closed because the port is STRICT. */
+  plaintextRefused?(): number;
 }
 
 /** A metric whose values are computed when `/metrics` is scraped (nothing is kept between scrapes). */

@@ -129,7 +129,10 @@ t.test('certificate metrics are computed at scrape time; handshake errors per li
     ],
     () => now,
   );
-  m.attachListeners(() => [{ name: 'inbound', tlsHandshakeErrors: () => 4 }, { name: 'outbound' }]);
+  m.attachListeners(() => [
+    { name: 'inbound', tlsHandshakeErrors: () => 4, plaintextRefused: () => 2 },
+    { name: 'outbound' },
+  ]);
   let text = await m.exposition();
   t.notMatch(text, /meshlet_certificate_expiry_seconds\{/, 'no certificate yet: no series');
   t.match(
@@ -137,6 +140,7 @@ t.test('certificate metrics are computed at scrape time; handshake errors per li
     /meshlet_certificate_rotations_total\{spiffe_id="spiffe:\/\/cluster.local\/ns\/default\/sa\/a"\} 0/,
   );
   t.match(text, /meshlet_tls_handshake_errors_total\{listener="inbound"\} 4/);
+  t.match(text, /meshlet_tls_plaintext_refused_total\{listener="inbound"\} 2/);
   t.notMatch(text, /listener="outbound"/, 'a listener without TLS has no counter');
   cert = { notAfter: new Date(now + 3600_000) };
   rotations = 2;
