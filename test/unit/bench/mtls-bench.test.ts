@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -50,6 +50,7 @@ t.test('pemFilesIn finds the key and the certificate by content', async (t) => {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cert = '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n';
   writeFileSync(join(dir, 'a-notes.txt'), 'nothing');
+  mkdirSync(join(dir, 'b-a-folder'));
   writeFileSync(join(dir, 'ca.crt'), cert);
   writeFileSync(join(dir, 'cert.pem'), cert);
   writeFileSync(join(dir, 'key.pem'), '-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n');
