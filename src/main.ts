@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { createSecureContext, type SecureContext } from 'node:tls';
 import { type AdminDeps, type ReloadOutcome, startAdminServer } from './admin/admin-server.ts';
 import { createClusterRegistry } from './balancer/cluster-registry.ts';
 import type { ClusterRegistry } from './balancer/cluster-types.ts';
@@ -33,7 +32,7 @@ import type { IdentitySource, SpiffeId, WorkloadCertificate } from './tls/identi
 import { createOrigination, type OriginationIdentity } from './tls/origination.ts';
 import { compilePeerAuthentication } from './tls/peer-authentication.ts';
 import type { CaMaterial } from './tls/pki.ts';
-import { MIN_TLS_VERSION } from './tls/secure-context.ts';
+import { inboundSecureContext } from './tls/secure-context.ts';
 import { spiffeId } from './tls/spiffe.ts';
 import { createDnsResolver } from './upstream/dns-resolver.ts';
 import { createH1Upstream } from './upstream/h1-client.ts';
@@ -235,35 +234,6 @@ class Identities {
 }
 
 /**
- * The inbound listener's server context for the current certificate: built once per certificate and
- * bundle. It carries a session id context, without which OpenSSL refuses to resume a session on a
- * server that asks for client certificates ("session id context uninitialized": the client gets an
- * internal-error alert). The listener wraps sockets itself (no tls.Server to set one), and
- * tls/secure-context.ts's serverSecureContext does not set it, so this one does; resumption then
- * works for sidecars reconnecting to this workload.
- */
-function inboundContext(source: IdentitySource): () => SecureContext | null {
-  let last: { cert: WorkloadCertificate; bundle: string; ctx: SecureContext } | null = null;
-  return () => {
-    const cert = source.current();
-    if (cert === null) return null;
-    const bundle = source.trustBundlePem();
-    if (last === null || last.cert !== cert || last.bundle !== bundle) {
-      const ctx = createSecureContext({
-        cert: cert.certChainPem,
-        key: cert.keyPem,
-        // An empty bundle would mean Node's public roots: never for the mesh.
-        ca: bundle === '' ? [] : bundle,
-        minVersion: MIN_TLS_VERSION,
-        sessionIdContext: 'meshlet-inbound',
-      });
-      last = { cert, bundle, ctx };
-    }
-    return last.ctx;
-  };
-}
-
-/**
  * What origination reads per decision: the same object until the certificate or the bundle changes,
  * then a new one with a new version (which renews the origination module's cached answers).
  */
@@ -357,7 +327,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
       source,
       spiffeId: source === null ? null : id.uri,
       compilers,
-      ...(source === null ? {} : { secureContext: inboundContext(source) }),
+      ...(source === null ? {} : { secureContext: inboundSecureContext(source) }),
     });
   const sidecar = workloadSecurity(
     settings.workloadName,

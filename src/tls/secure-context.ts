@@ -25,13 +25,17 @@ const serverCache = new WeakMap<WorkloadCertificate, Cached>();
 const clientCache = new WeakMap<WorkloadCertificate, Cached>();
 const fingerprints = new WeakMap<WorkloadCertificate, string>();
 
-function build(cert: WorkloadCertificate, bundlePem: string): SecureContext {
+function build(cert: WorkloadCertificate, bundlePem: string, server: boolean): SecureContext {
   return createSecureContext({
     cert: cert.certChainPem,
     key: cert.keyPem,
     // An empty bundle would silently mean "Node's built-in public roots": never for the mesh.
     ca: bundlePem === '' ? [] : bundlePem,
     minVersion: MIN_TLS_VERSION,
+    // A server that asks for client certificates needs a session id context, or OpenSSL refuses
+    // to resume a session ("session id context uninitialized": the client gets an internal-error
+    // alert). The inbound listener wraps sockets itself (no tls.Server sets one), so it is here.
+    ...(server ? { sessionIdContext: 'meshlet-inbound' } : {}),
   });
 }
 
@@ -43,7 +47,7 @@ function cached(
   const hit = cache.get(cert);
   // The same bundle string object is handed out until it changes, so this compare is cheap.
   if (hit !== undefined && hit.bundle === bundlePem) return hit.ctx;
-  const ctx = build(cert, bundlePem);
+  const ctx = build(cert, bundlePem, cache === serverCache);
   cache.set(cert, { bundle: bundlePem, ctx });
   return ctx;
 }
