@@ -2,9 +2,12 @@
  * Test certificates made at test time with the `openssl` command line in a temporary directory: a
  * mesh CA, server and client workload certificates with a SPIFFE URI SAN, a client certificate from
  * a CA the mesh does not trust, and an already-expired client certificate. openssl (not meshlet's
- * own PKI) keeps listener and end-to-end tests independent of the code under test.
+ * own PKI) keeps listener, origination and end-to-end tests independent of the code under test.
+ * The one module of the tests that runs `openssl req` / `openssl ca` to make certificates: the
+ * building blocks `makeCa` and `makeLeaf` (any signer, e.g. the mesh CA written by `meshlet ca init`,
+ * since `openssl ca` signs with any key it can read) and the ready-made set of `createTestCerts`.
  *
- * All keys are P-256 (fast to make, fast handshakes). Leaves are signed with `openssl ca`, the one
+ * Leaf keys are P-256 (fast to make, fast handshakes); CAs are P-256 unless asked otherwise. Leaves are signed with `openssl ca`, the one
  * OpenSSL 3.0 command that takes explicit start and end dates (an expired certificate needs a
  * window in the past; `x509 -days` cannot go negative).
  */
@@ -25,9 +28,13 @@ export interface CertFiles {
 export interface LeafOptions {
   /** URI SAN, e.g. `spiffe://cluster.local/ns/default/sa/x`; absent: none. */
   readonly uri?: string;
+  /** Mark the subjectAltName extension critical (as meshlet's own workload certificates do). */
+  readonly sanCritical?: boolean;
+  /** Default: `/O=meshlet-test/CN=<name>`. */
+  readonly subject?: string;
   readonly dns?: readonly string[];
   readonly ips?: readonly string[];
-  /** Which CA signs: the mesh CA (default) or the untrusted one. */
+  /** With `createTestCerts().issue`: which CA signs, the mesh CA (default) or the untrusted one. */
   readonly signer?: 'ca' | 'otherCa';
   /** Default: one hour ago. */
   readonly notBefore?: Date;
@@ -57,6 +64,19 @@ export interface TestCerts {
 
 export const DEFAULT_TEST_SPIFFE = 'spiffe://cluster.local/ns/default/sa/x';
 
+export type CaKeyType = 'P-256' | 'P-384' | 'P-521' | 'ed448';
+
+export interface CaOptions {
+  /** Default: P-256. */
+  readonly key?: CaKeyType;
+  /** Default: `/O=meshlet-test/CN=<name>`. */
+  readonly subject?: string;
+  /** Default: 3650. */
+  readonly days?: number;
+  /** `-addext` values; default: critical `basicConstraints=CA:TRUE` and `keyUsage=keyCertSign,cRLSign`. */
+  readonly extensions?: readonly string[];
+}
+
 function openssl(args: readonly string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile('openssl', args, { timeout: 15_000 }, (err, _stdout, stderr) => {
@@ -67,7 +87,7 @@ function openssl(args: readonly string[]): Promise<void> {
 }
 
 /** `YYYYMMDDHHMMSSZ`, as `openssl ca -startdate/-enddate` takes it. */
-function opensslDate(d: Date): string {
+export function opensslDate(d: Date): string {
   return `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
 }
 
@@ -80,34 +100,45 @@ function files(certFile: string, keyFile: string): CertFiles {
   };
 }
 
-async function makeCa(dir: string, name: string): Promise<CertFiles> {
+const CA_EXTENSIONS = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'];
+
+const newKey = (key: CaKeyType): string[] =>
+  key === 'ed448' ? ['-newkey', 'ed448'] : ['-newkey', 'ec', '-pkeyopt', `ec_paramgen_curve:${key}`];
+
+/** A self-signed root CA written to `dir/<name>.crt|.key` (`dir` is made if missing). */
+export async function makeCa(dir: string, name: string, opts: CaOptions = {}): Promise<CertFiles> {
+  mkdirSync(dir, { recursive: true });
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
   await openssl([
     'req',
     '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
+    ...newKey(opts.key ?? 'P-256'),
     '-nodes',
     '-keyout',
     keyFile,
     '-out',
     certFile,
     '-days',
-    '3650',
+    String(opts.days ?? 3650),
     '-subj',
-    `/O=meshlet-test/CN=${name}`,
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
+    opts.subject ?? `/O=meshlet-test/CN=${name}`,
+    ...(opts.extensions ?? CA_EXTENSIONS).flatMap((ext) => ['-addext', ext]),
   ]);
   return files(certFile, keyFile);
 }
 
-async function makeLeaf(dir: string, signer: CertFiles, name: string, opts: LeafOptions): Promise<CertFiles> {
+/**
+ * A leaf (P-256 key, usable as server and client certificate) signed by the CA whose files are
+ * given, with an arbitrary validity window (so an already-expired certificate can be made on
+ * purpose), written to `dir/<name>.crt|.key`.
+ */
+export async function makeLeaf(
+  signer: { readonly certFile: string; readonly keyFile: string },
+  dir: string,
+  name: string,
+  opts: LeafOptions,
+): Promise<CertFiles> {
   // One small `openssl ca` database per leaf, so leaves can be made in parallel.
   const work = join(dir, `${name}.work`);
   mkdirSync(work, { recursive: true });
@@ -127,7 +158,7 @@ async function makeLeaf(dir: string, signer: CertFiles, name: string, opts: Leaf
     '-out',
     csr,
     '-subj',
-    `/O=meshlet-test/CN=${name}`,
+    opts.subject ?? `/O=meshlet-test/CN=${name}`,
   ]);
   const sans: string[] = [];
   if (opts.uri !== undefined) sans.push(`URI:${opts.uri}`);
@@ -156,7 +187,9 @@ async function makeLeaf(dir: string, signer: CertFiles, name: string, opts: Leaf
       'basicConstraints = critical,CA:FALSE',
       'keyUsage = critical,digitalSignature,keyEncipherment',
       'extendedKeyUsage = serverAuth,clientAuth',
-      ...(sans.length > 0 ? [`subjectAltName = ${sans.join(',')}`] : []),
+      ...(sans.length > 0
+        ? [`subjectAltName = ${opts.sanCritical === true ? 'critical,' : ''}${sans.join(',')}`]
+        : []),
       '',
     ].join('\n'),
   );
@@ -190,7 +223,7 @@ export async function createTestCerts(): Promise<TestCerts> {
   const [ca, otherCa] = await Promise.all([makeCa(dir, 'mesh-ca'), makeCa(dir, 'other-ca')]);
   let n = 0;
   const issue = (name: string, opts: LeafOptions): Promise<CertFiles> =>
-    makeLeaf(dir, opts.signer === 'otherCa' ? otherCa : ca, `${name}-${n++}`, opts);
+    makeLeaf(opts.signer === 'otherCa' ? otherCa : ca, dir, `${name}-${n++}`, opts);
   return {
     dir,
     ca,

@@ -20,6 +20,7 @@ import {
   workloadCertificateFromPem,
 } from '../../../src/tls/pki.ts';
 import { peerIdentityFromCertificate, spiffeId } from '../../../src/tls/spiffe.ts';
+import { makeCa } from '../../helpers/test-certs.ts';
 
 /** A whole second, so that X.509's one-second precision keeps exact dates. */
 const NOW = Date.UTC(2030, 0, 15, 12, 0, 0);
@@ -263,43 +264,14 @@ t.test('caFromPem: clear errors', async (t) => {
   );
 
   // An openssl CA: no SAN, CN not "<td> root"; a P-521 key meshlet does not sign with.
-  const run = (args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  };
-  run(
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-521',
-      '-nodes',
-      '-keyout',
-      'p521.key',
-    ].concat(['-out', 'p521.crt', '-days', '1', '-subj', '/CN=Some CA']),
-  );
-  const p521 = readFileSync(join(dir, 'p521.crt'), 'utf8');
-  const p521Key = readFileSync(join(dir, 'p521.key'), 'utf8');
+  const p521ca = await makeCa(dir, 'p521', { key: 'P-521', subject: '/CN=Some CA', days: 1, extensions: [] });
+  const [p521, p521Key] = [p521ca.certPem, p521ca.keyPem];
   t.match(
     err(() => caFromPem(p521, p521Key, 'td')),
     { subject: 'key', message: /unsupported CA key curve/ },
   );
-  run(
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-384',
-      '-nodes',
-      '-keyout',
-      'p384.key',
-    ].concat(['-out', 'p384.crt', '-days', '1', '-subj', '/CN=Some CA']),
-  );
-  const p384 = readFileSync(join(dir, 'p384.crt'), 'utf8');
-  const p384Key = readFileSync(join(dir, 'p384.key'), 'utf8');
+  const p384ca = await makeCa(dir, 'p384', { key: 'P-384', subject: '/CN=Some CA', days: 1, extensions: [] });
+  const [p384, p384Key] = [p384ca.certPem, p384ca.keyPem];
   t.match(
     err(() => caFromPem(p384, p384Key)),
     { subject: 'certificate', message: /cannot tell the trust domain/ },
@@ -307,23 +279,13 @@ t.test('caFromPem: clear errors', async (t) => {
   const p384Ca = caFromPem(p384, p384Key, 'td');
   const w = await issueWorkloadCertificate(p384Ca, spiffeId('td', 'a', 'b'));
   t.match(opensslVerify(dir, p384, w.certChainPem), /OK/, 'a P-384 CA signs with SHA-384');
-  run(
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ed448',
-      '-nodes',
-      '-keyout',
-      'ed448.key',
-      '-out',
-      'ed448.crt',
-      '-days',
-      '1',
-    ].concat(['-subj', '/CN=td root', '-addext', 'basicConstraints=critical,CA:TRUE']),
-  );
-  const ed448 = readFileSync(join(dir, 'ed448.crt'), 'utf8');
-  const ed448Key = readFileSync(join(dir, 'ed448.key'), 'utf8');
+  const ed448ca = await makeCa(dir, 'ed448', {
+    key: 'ed448',
+    subject: '/CN=td root',
+    days: 1,
+    extensions: ['basicConstraints=critical,CA:TRUE'],
+  });
+  const [ed448, ed448Key] = [ed448ca.certPem, ed448ca.keyPem];
   t.match(
     err(() => caFromPem(ed448, ed448Key)),
     { subject: 'key', message: /unsupported CA key type ed448/ },
@@ -334,22 +296,8 @@ t.test('caTrustDomain reads the spiffe SAN, else a "<td> root" common name', asy
   const dir = tmp(t);
   const ca = await createRootCa({ trustDomain: 'example.org' });
   t.equal(caTrustDomain(ca.cert), 'example.org');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'k.pem',
-    ].concat(['-out', 'c.pem', '-days', '1', '-subj', '/O=x/CN=mesh.local root']),
-    { cwd: dir, stdio: 'ignore' },
-  );
-  t.equal(caTrustDomain(new X509Certificate(readFileSync(join(dir, 'c.pem')))), 'mesh.local');
+  const openssl = await makeCa(dir, 'c', { subject: '/O=x/CN=mesh.local root', days: 1, extensions: [] });
+  t.equal(caTrustDomain(new X509Certificate(openssl.certPem)), 'mesh.local');
   const leaf = await issueWorkloadCertificate(ca, spiffeId('example.org', 'a', 'b'));
   t.equal(caTrustDomain(new X509Certificate(leaf.certChainPem)), null, 'a workload id is not a trust domain');
 });

@@ -16,7 +16,10 @@ import type {
   UpstreamRequest,
   UpstreamTarget,
 } from '../../../src/upstream/upstream-types.ts';
-import { type Ca, CertDir, type Leaf } from './tls-certs.ts';
+import { type CertFiles, createTestCerts } from '../../helpers/test-certs.ts';
+
+type Ca = CertFiles;
+type Leaf = CertFiles;
 
 export const TD = 'cluster.local';
 export const SA_A = `spiffe://${TD}/ns/default/sa/a`;
@@ -37,20 +40,20 @@ export interface Pki {
 }
 
 export async function makePki(t: Test): Promise<Pki> {
-  const dir = new CertDir(t);
-  const [mesh, other] = await Promise.all([dir.ca('mesh-root'), dir.ca('other-root')]);
+  const certs = await createTestCerts();
+  t.teardown(certs.cleanup);
   const [clientA, clientA2, serverB, foreignB, expiredB] = await Promise.all([
-    dir.leaf(mesh, 'client-a', { uris: [SA_A] }),
-    dir.leaf(mesh, 'client-a2', { uris: [SA_A] }),
-    dir.leaf(mesh, 'server-b', { uris: [SA_B], dns: ['svc.example.test', '*.wild.example.test'] }),
-    dir.leaf(other, 'foreign-b', { uris: [SA_B] }),
-    dir.leaf(mesh, 'expired-b', {
-      uris: [SA_B],
+    certs.issue('client-a', { uri: SA_A }),
+    certs.issue('client-a2', { uri: SA_A }),
+    certs.issue('server-b', { uri: SA_B, dns: ['svc.example.test', '*.wild.example.test'] }),
+    certs.issue('foreign-b', { uri: SA_B, signer: 'otherCa' }),
+    certs.issue('expired-b', {
+      uri: SA_B,
       notBefore: new Date(Date.now() - 2 * 86_400_000),
       notAfter: new Date(Date.now() - 3_600_000),
     }),
   ]);
-  return { mesh, other, clientA, clientA2, serverB, foreignB, expiredB };
+  return { mesh: certs.ca, other: certs.otherCa, clientA, clientA2, serverB, foreignB, expiredB };
 }
 
 /** What the server saw of one TLS connection. */
