@@ -127,3 +127,27 @@ spec:
         http: ${backendPort}
 `;
 }
+
+/** One endpoint of {@link staticServiceEntry}: its port on 127.0.0.1 and any further fields (`, labels: …`). */
+export interface StaticEndpoint {
+  readonly port: number;
+  readonly extra?: string;
+}
+
+/** A STATIC, MESH_INTERNAL ServiceEntry `name` (host `name.default.svc.cluster.local`, port 80) on 127.0.0.1. */
+export function staticServiceEntry(name: string, endpoints: readonly StaticEndpoint[]): string {
+  const eps = endpoints.map(
+    (e) => `    - { address: 127.0.0.1, ports: { http: ${e.port} }${e.extra ?? ''} }`,
+  );
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${name}, namespace: default }
+spec:
+  hosts: [${name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  endpoints:
+${eps.join('\n')}
+`;
+}

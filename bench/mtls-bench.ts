@@ -18,10 +18,7 @@
  *                         [--hs-duration 3] [--hs-concurrency 8] [--only a,b] [--markdown FILE]
  */
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { BODY } from './configs.ts';
 import { type CpuSample, sample, usage } from './cpu.ts';
 import { connectionLoad } from './handshake-load.ts';
@@ -33,9 +30,11 @@ import {
   pemFilesIn,
   serverSidecarYaml,
 } from './mtls-configs.ts';
-import { capture, freePort, httpGet, Processes, parseCpuList, type Started, waitUntil } from './procs.ts';
-import { findExecutable, meshletRunArgs, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
+import { parseSideBenchOptions, type SideBenchOptions } from './options.ts';
+import { capture, freePort, httpGet, Processes, type Started, waitUntil } from './procs.ts';
+import { findExecutable, launchMeshlet, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
 import { formatRps, median } from './report.ts';
+import { cleanUpOnExit, detectPinning, optionsOrUsage, printSections, runMain } from './side-bench.ts';
 import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
 
 const USAGE = `usage: npm run bench:mtls -- [options]
@@ -50,54 +49,19 @@ const USAGE = `usage: npm run bench:mtls -- [options]
   --meshlet-cli <path>   the meshlet entry point (default dist/src/cli.js)
 `;
 
-interface Options {
-  readonly rounds: number;
-  readonly durationSec: number;
-  readonly connections: number;
-  readonly engine: 'h1' | 'node';
-  readonly hsDurationSec: number;
-  readonly hsConcurrency: number;
-  readonly only: ReadonlySet<string>;
-  readonly markdown: string | undefined;
-  readonly meshletCli: string;
-}
+type Options = SideBenchOptions<'h1' | 'node', 'hsDurationSec' | 'hsConcurrency'>;
 
 function parseOptions(argv: string[]): Options | string {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rounds: { type: 'string', default: '3' },
-      duration: { type: 'string', default: '5' },
-      connections: { type: 'string', default: '50' },
-      engine: { type: 'string', default: 'h1' },
-      'hs-duration': { type: 'string', default: '3' },
-      'hs-concurrency': { type: 'string', default: '8' },
-      only: { type: 'string', default: 'a,b' },
-      markdown: { type: 'string' },
-      'meshlet-cli': { type: 'string', default: 'dist/src/cli.js' },
-      help: { type: 'boolean', default: false },
+  return parseSideBenchOptions(argv, {
+    duration: '5',
+    engines: ['h1', 'node'],
+    badEngine: (engine) => `--engine takes h1 or node (uws has no TLS), not ${engine}`,
+    measurements: ['a', 'b'],
+    ints: {
+      hsDurationSec: { flag: 'hs-duration', default: '3', min: 1 },
+      hsConcurrency: { flag: 'hs-concurrency', default: '8', min: 1 },
     },
   });
-  if (values.help) return '';
-  const int = (name: string, text: string): number | string => {
-    const n = Number(text);
-    return Number.isInteger(n) && n >= 1 ? n : `--${name} must be an integer ≥ 1, not ${text}`;
-  };
-  const fields = {
-    rounds: int('rounds', values.rounds),
-    durationSec: int('duration', values.duration),
-    connections: int('connections', values.connections),
-    hsDurationSec: int('hs-duration', values['hs-duration']),
-    hsConcurrency: int('hs-concurrency', values['hs-concurrency']),
-  };
-  for (const v of Object.values(fields)) if (typeof v === 'string') return v;
-  const n = fields as Record<keyof typeof fields, number>;
-  const engine = values.engine;
-  if (engine !== 'h1' && engine !== 'node')
-    return `--engine takes h1 or node (uws has no TLS), not ${engine}`;
-  const only = new Set(values.only.split(',').map((s) => s.trim()));
-  for (const o of only) if (o !== 'a' && o !== 'b') return `--only takes a, b; not ${o}`;
-  return { ...n, engine, only, markdown: values.markdown, meshletCli: resolve(values['meshlet-cli']) };
 }
 
 const out = (line = ''): void => {
@@ -140,28 +104,20 @@ async function startMeshlet(
   yaml: string,
   app: number | undefined,
 ): Promise<RunningMeshlet> {
-  const [outbound, inbound, admin] = [
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-  ];
-  const configPath = join(ctx.procs.tempDir(), `${name}.yaml`);
-  writeFileSync(configPath, yaml);
-  const args = meshletRunArgs(ctx.opts.meshletCli, configPath, { outbound, inbound, admin }, ctx.opts.engine);
-  if (app !== undefined) args.push('--app', `127.0.0.1:${app}`);
-  const proc = ctx.procs.spawn(name, process.execPath, args, { cpu: ctx.pinning?.proxyCpu });
-  const failure = await waitUntil(
-    async () => {
-      const res = await httpGet(admin, '/ready', `127.0.0.1:${admin}`, 1000);
-      if (res.status !== 200) throw new Error(`/ready answered ${res.status}`);
-      return true;
-    },
-    proc,
-    READY_TIMEOUT_MS,
-  );
-  if (failure !== undefined) {
+  const { outbound, inbound, admin, proc, notReady } = await launchMeshlet({
+    procs: ctx.procs,
+    ports: ctx.ports,
+    cli: ctx.opts.meshletCli,
+    engine: ctx.opts.engine,
+    cpu: ctx.pinning?.proxyCpu,
+    name,
+    configName: `${name}.yaml`,
+    yaml,
+    extraArgs: app === undefined ? [] : ['--app', `127.0.0.1:${app}`],
+  });
+  if (notReady !== undefined) {
     await ctx.procs.stop(proc);
-    throw new Error(`${name} did not start: ${failure}`);
+    throw new Error(`${name} did not start: ${notReady}`);
   }
   return { outbound, inbound, admin, proc };
 }
@@ -440,23 +396,10 @@ async function handshakes(ctx: Context): Promise<string[]> {
 
 // ---- main ----
 
-async function detectPinning(): Promise<Pinning | undefined> {
-  if (findExecutable('taskset') === undefined) return undefined;
-  const affinity = (await capture('taskset', ['-pc', String(process.pid)])) ?? '';
-  const list = parseCpuList(affinity.split(':').at(-1) ?? '');
-  const allowed = list.length > 0 ? list : [...Array(availableParallelism()).keys()];
-  const [loadCpu, proxyCpu] = allowed;
-  return loadCpu === undefined || proxyCpu === undefined ? undefined : { loadCpu, proxyCpu };
-}
-
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  const parsed = parseOptions(argv);
-  if (typeof parsed === 'string') {
-    if (parsed !== '') process.stderr.write(`bench:mtls: ${parsed}\n\n`);
-    process.stderr.write(USAGE);
-    return parsed === '' ? 0 : 2;
-  }
+  const parsed = optionsOrUsage('bench:mtls', parseOptions(argv), USAGE);
+  if (typeof parsed === 'number') return parsed;
   if (parsed.only.has('a') && findExecutable('wrk') === undefined) {
     process.stderr.write(
       'bench:mtls: wrk is required for (a) (e.g. apt-get install wrk); nothing was run.\n',
@@ -464,13 +407,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const procs = new Processes();
-  process.on('exit', () => procs.cleanupSync());
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      procs.cleanupSync();
-      process.exit(130);
-    });
-  }
+  cleanUpOnExit(procs);
   const pinning = await detectPinning();
   // The connection load of (b) runs in this process: it belongs on the load CPU with wrk.
   if (pinning !== undefined) await capture('taskset', ['-apc', String(pinning.loadCpu), String(process.pid)]);
@@ -513,20 +450,8 @@ async function main(): Promise<number> {
   } finally {
     await procs.cleanup();
   }
-  const text = sections.map((s) => s.join('\n')).join('\n\n');
-  out('');
-  out(text);
-  if (parsed.markdown !== undefined) {
-    writeFileSync(parsed.markdown, `${text}\n`);
-    out(`\nwrote ${parsed.markdown}`);
-  }
+  printSections(sections, parsed.markdown, out);
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:mtls: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runMain('bench:mtls', main);

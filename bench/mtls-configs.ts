@@ -6,6 +6,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { staticServiceEntry } from './configs.ts';
 
 export const PLAIN_HOST = 'bench-plain';
 export const MTLS_HOST = 'bench-mtls';
@@ -32,17 +33,7 @@ spec:
 
 function serviceEntry(name: string, port: number, mtls: boolean): string {
   const labels = mtls ? ', labels: { security.istio.io/tlsMode: istio }, serviceAccount: bench-server' : '';
-  return `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: ${name}, namespace: default }
-spec:
-  hosts: [${name}.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints:
-    - { address: 127.0.0.1, ports: { http: ${port} }${labels} }
-`;
+  return staticServiceEntry(name, [{ port, extra: labels }]);
 }
 
 /** Sidecar A: both services point at B's inbound port; only `bench-mtls` is labelled for mTLS. */

@@ -156,6 +156,61 @@ export function meshletRunArgs(
   ];
 }
 
+export interface MeshletLaunch {
+  readonly procs: Processes;
+  readonly ports: Set<number>;
+  /** The meshlet entry point. */
+  readonly cli: string;
+  readonly engine: string;
+  readonly cpu: number | undefined;
+  readonly cwd?: string;
+  /** The process name (in logs and errors). */
+  readonly name: string;
+  /** The file name of the configuration in a fresh temp directory. */
+  readonly configName: string;
+  readonly yaml: string;
+  /** Flags after those of {@link meshletRunArgs}. */
+  readonly extraArgs?: readonly string[];
+}
+
+export interface LaunchedMeshlet {
+  readonly outbound: number;
+  readonly inbound: number;
+  readonly admin: number;
+  readonly proc: Started;
+  /** Why admin `/ready` never answered 200; undefined once it did. The caller stops `proc` on failure. */
+  readonly notReady: string | undefined;
+}
+
+/** `meshlet run` on three free ports with `yaml` as its configuration, waited for until `/ready` answers 200. */
+export async function launchMeshlet(l: MeshletLaunch): Promise<LaunchedMeshlet> {
+  const [outbound, inbound, admin] = [
+    await freePort(l.ports),
+    await freePort(l.ports),
+    await freePort(l.ports),
+  ];
+  const configPath = join(l.procs.tempDir(), l.configName);
+  writeFileSync(configPath, l.yaml);
+  const args = [
+    ...meshletRunArgs(l.cli, configPath, { outbound, inbound, admin }, l.engine),
+    ...(l.extraArgs ?? []),
+  ];
+  const proc = l.procs.spawn(l.name, process.execPath, args, {
+    cpu: l.cpu,
+    ...(l.cwd === undefined ? {} : { cwd: l.cwd }),
+  });
+  const notReady = await waitUntil(
+    async () => {
+      const res = await httpGet(admin, '/ready', `127.0.0.1:${admin}`, 1000);
+      if (res.status !== 200) throw new Error(`/ready answered ${res.status}`);
+      return true;
+    },
+    proc,
+    READY_TIMEOUT_MS,
+  );
+  return { outbound, inbound, admin, proc, notReady };
+}
+
 export async function startTarget(
   ctx: StartContext,
   name: TargetName,
@@ -213,25 +268,17 @@ async function startMeshlet(
   if (!existsSync(ctx.meshletCli)) {
     return { ok: false, reason: `${ctx.meshletCli} does not exist (meshlet CLI not built yet)` };
   }
-  const [outbound, inbound, admin] = [
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-  ];
-  const dir = ctx.procs.tempDir();
-  const configPath = join(dir, 'bench-backend.yaml');
-  writeFileSync(configPath, meshletServiceEntry(backendPort));
-  const args = meshletRunArgs(ctx.meshletCli, configPath, { outbound, inbound, admin }, engine);
-  const proc = ctx.procs.spawn(name, process.execPath, args, { cpu, cwd: ctx.repoRoot });
-  const notReady = await waitUntil(
-    async () => {
-      const res = await httpGet(admin, '/ready', `127.0.0.1:${admin}`, 1000);
-      if (res.status !== 200) throw new Error(`/ready answered ${res.status}`);
-      return true;
-    },
-    proc,
-    READY_TIMEOUT_MS,
-  );
+  const { outbound, proc, notReady } = await launchMeshlet({
+    procs: ctx.procs,
+    ports: ctx.ports,
+    cli: ctx.meshletCli,
+    engine,
+    cpu,
+    cwd: ctx.repoRoot,
+    name,
+    configName: 'bench-backend.yaml',
+    yaml: meshletServiceEntry(backendPort),
+  });
   if (notReady !== undefined) {
     await ctx.procs.stop(proc);
     return { ok: false, reason: `admin /ready: ${notReady}` };

@@ -20,17 +20,15 @@
  *   npm run bench:resilience -- [--rounds 3] [--duration 3] [--connections 50] [--engine h1]
  *                               [--kill-duration 8] [--kill-at 3] [--slow-ms 50] [--only a,b,c]
  */
-import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { BODY } from './configs.ts';
+import { BODY, staticServiceEntry } from './configs.ts';
 import { sample, usage } from './cpu.ts';
-import { capture, freePort, httpGet, Processes, parseCpuList, type Started, waitUntil } from './procs.ts';
-import { findExecutable, meshletRunArgs, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
+import { parseSideBenchOptions, type SideBenchOptions } from './options.ts';
+import { capture, httpGet, Processes, type Started, waitUntil } from './procs.ts';
+import { findExecutable, launchMeshlet, type Pinning, startBackend } from './proxies.ts';
 import { formatRps, median } from './report.ts';
+import { cleanUpOnExit, detectPinning, optionsOrUsage, printSections, runMain } from './side-bench.ts';
 import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
 
 const USAGE = `usage: npm run bench:resilience -- [options]
@@ -46,63 +44,22 @@ const USAGE = `usage: npm run bench:resilience -- [options]
   --meshlet-cli <path>  the meshlet entry point (default dist/src/cli.js)
 `;
 
-interface Options {
-  readonly rounds: number;
-  readonly durationSec: number;
-  readonly connections: number;
-  readonly engine: 'h1' | 'uws' | 'node';
-  readonly killDurationSec: number;
-  readonly killAtSec: number;
-  readonly slowMs: number;
-  readonly only: ReadonlySet<string>;
-  readonly markdown: string | undefined;
-  readonly meshletCli: string;
-}
+type Options = SideBenchOptions<'h1' | 'uws' | 'node', 'killDurationSec' | 'killAtSec' | 'slowMs'>;
 
 function parseOptions(argv: string[]): Options | string {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rounds: { type: 'string', default: '3' },
-      duration: { type: 'string', default: '3' },
-      connections: { type: 'string', default: '50' },
-      engine: { type: 'string', default: 'h1' },
-      'kill-duration': { type: 'string', default: '8' },
-      'kill-at': { type: 'string', default: '3' },
-      'slow-ms': { type: 'string', default: '50' },
-      only: { type: 'string', default: 'a,b,c' },
-      markdown: { type: 'string' },
-      'meshlet-cli': { type: 'string', default: 'dist/src/cli.js' },
-      help: { type: 'boolean', default: false },
+  return parseSideBenchOptions(argv, {
+    duration: '3',
+    engines: ['h1', 'uws', 'node'],
+    badEngine: (engine) => `unknown engine ${engine}`,
+    measurements: ['a', 'b', 'c'],
+    ints: {
+      killDurationSec: { flag: 'kill-duration', default: '8', min: 2 },
+      killAtSec: { flag: 'kill-at', default: '3', min: 1 },
+      slowMs: { flag: 'slow-ms', default: '50', min: 1 },
     },
+    check: (n) =>
+      n.killAtSec >= n.killDurationSec ? '--kill-at must be less than --kill-duration' : undefined,
   });
-  if (values.help) return '';
-  const int = (name: string, text: string, min: number): number | string => {
-    const n = Number(text);
-    return Number.isInteger(n) && n >= min ? n : `--${name} must be an integer ≥ ${min}, not ${text}`;
-  };
-  const fields = {
-    rounds: int('rounds', values.rounds, 1),
-    durationSec: int('duration', values.duration, 1),
-    connections: int('connections', values.connections, 1),
-    killDurationSec: int('kill-duration', values['kill-duration'], 2),
-    killAtSec: int('kill-at', values['kill-at'], 1),
-    slowMs: int('slow-ms', values['slow-ms'], 1),
-  };
-  for (const v of Object.values(fields)) if (typeof v === 'string') return v;
-  const n = fields as Record<keyof typeof fields, number>;
-  if (n.killAtSec >= n.killDurationSec) return '--kill-at must be less than --kill-duration';
-  const engine = values.engine;
-  if (engine !== 'h1' && engine !== 'uws' && engine !== 'node') return `unknown engine ${engine}`;
-  const only = new Set(values.only.split(',').map((s) => s.trim()));
-  for (const o of only) if (!['a', 'b', 'c'].includes(o)) return `--only takes a, b, c; not ${o}`;
-  return {
-    ...n,
-    engine,
-    only,
-    markdown: values.markdown,
-    meshletCli: resolve(values['meshlet-cli']),
-  };
 }
 
 const out = (line = ''): void => {
@@ -147,19 +104,8 @@ async function countingBackend(delayMs: number): Promise<CountingBackend> {
 // ---- meshlet ----
 
 function serviceEntry(name: string, ports: readonly number[]): string {
-  const eps = ports.map((p) => `    - { address: 127.0.0.1, ports: { http: ${p} } }`).join('\n');
-  return `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: ${name}, namespace: default }
-spec:
-  hosts: [${name}.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints:
-${eps}
----
-`;
+  const endpoints = ports.map((port) => ({ port }));
+  return `${staticServiceEntry(name, endpoints)}---\n`;
 }
 
 function routeWithRetries(name: string, retries: string): string {
@@ -200,24 +146,26 @@ interface RunningMeshlet {
 
 /** Starts meshlet on the proxy CPU with `yaml`; resolves once every host in `hosts` answers 200. */
 async function startMeshlet(ctx: Context, yaml: string, hosts: readonly string[]): Promise<RunningMeshlet> {
-  const [outbound, inbound, admin] = [
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-    await freePort(ctx.ports),
-  ];
-  const configPath = join(ctx.procs.tempDir(), 'resilience.yaml');
-  writeFileSync(configPath, yaml);
-  const args = meshletRunArgs(ctx.opts.meshletCli, configPath, { outbound, inbound, admin }, ctx.opts.engine);
-  const proc = ctx.procs.spawn('meshlet', process.execPath, args, { cpu: ctx.pinning?.proxyCpu });
-  const probe = async (port: number, host: string, path: string): Promise<boolean> => {
-    const res = await httpGet(port, path, host, 1000);
-    if (res.status !== 200) throw new Error(`${host}${path} answered ${res.status}`);
+  const launched = await launchMeshlet({
+    procs: ctx.procs,
+    ports: ctx.ports,
+    cli: ctx.opts.meshletCli,
+    engine: ctx.opts.engine,
+    cpu: ctx.pinning?.proxyCpu,
+    name: 'meshlet',
+    configName: 'resilience.yaml',
+    yaml,
+  });
+  const { outbound, proc } = launched;
+  const probe = async (host: string): Promise<boolean> => {
+    const res = await httpGet(outbound, '/', host, 1000);
+    if (res.status !== 200) throw new Error(`${host}/ answered ${res.status}`);
     return true;
   };
-  let failure = await waitUntil(() => probe(admin, `127.0.0.1:${admin}`, '/ready'), proc, READY_TIMEOUT_MS);
+  let failure = launched.notReady;
   for (const host of hosts) {
     if (failure !== undefined) break;
-    failure = await waitUntil(() => probe(outbound, host, '/'), proc, 3000);
+    failure = await waitUntil(() => probe(host), proc, 3000);
   }
   if (failure !== undefined) {
     await ctx.procs.stop(proc);
@@ -436,35 +384,16 @@ async function overhead(ctx: Context): Promise<string[]> {
 
 // ---- main ----
 
-async function detectPinning(): Promise<Pinning | undefined> {
-  if (findExecutable('taskset') === undefined) return undefined;
-  const affinity = (await capture('taskset', ['-pc', String(process.pid)])) ?? '';
-  const list = parseCpuList(affinity.split(':').at(-1) ?? '');
-  const allowed = list.length > 0 ? list : [...Array(availableParallelism()).keys()];
-  const [loadCpu, proxyCpu] = allowed;
-  return loadCpu === undefined || proxyCpu === undefined ? undefined : { loadCpu, proxyCpu };
-}
-
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  const parsed = parseOptions(argv);
-  if (typeof parsed === 'string') {
-    if (parsed !== '') process.stderr.write(`bench:resilience: ${parsed}\n\n`);
-    process.stderr.write(USAGE);
-    return parsed === '' ? 0 : 2;
-  }
+  const parsed = optionsOrUsage('bench:resilience', parseOptions(argv), USAGE);
+  if (typeof parsed === 'number') return parsed;
   if (findExecutable('wrk') === undefined) {
     process.stderr.write('bench:resilience: wrk is required (e.g. apt-get install wrk); nothing was run.\n');
     return 2;
   }
   const procs = new Processes();
-  process.on('exit', () => procs.cleanupSync());
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      procs.cleanupSync();
-      process.exit(130);
-    });
-  }
+  cleanUpOnExit(procs);
   const pinning = await detectPinning();
   // The in-process backends run on the load CPU with wrk, as the nginx backend of `npm run bench` does.
   if (pinning !== undefined) await capture('taskset', ['-apc', String(pinning.loadCpu), String(process.pid)]);
@@ -485,22 +414,8 @@ async function main(): Promise<number> {
   } finally {
     await procs.cleanup();
   }
-  const text = sections.map((s) => s.join('\n')).join('\n\n');
-  out('');
-  out(text);
-  if (parsed.markdown !== undefined) {
-    writeFileSync(parsed.markdown, `${text}\n`);
-    out(`\nwrote ${parsed.markdown}`);
-  }
+  printSections(sections, parsed.markdown, out);
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench:resilience: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runMain('bench:resilience', main);
