@@ -15,7 +15,7 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build
 # Production dependencies only, and of uWebSockets.js only the addon for this platform, arch and
-# Node ABI (the package ships ~250 MB of binaries for every platform; one is ~1 MB).
+# Node ABI (the package ships ~257 MB of binaries for every platform and Node ABI; linux x64 ABI 137 is 7.3 MB).
 RUN npm prune --omit=dev --no-audit --no-fund \
  && keep="uws_$(node -p 'process.platform + "_" + process.arch + "_" + process.versions.modules').node" \
  && find node_modules/uWebSockets.js -name 'uws_*.node' ! -name "$keep" -delete \
