@@ -8,8 +8,10 @@ import { join, relative } from 'node:path';
 import { DaemonSet, Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import t, { type Test } from 'tap';
+import { request } from 'undici';
 import { parseAllDocuments } from 'yaml';
-import { REPO_ROOT, runCli } from '../helpers/spawn-meshlet.ts';
+import { type Echo, startEchoBackend } from '../helpers/backends.ts';
+import { REPO_ROOT, runCli, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 const K8S = join(REPO_ROOT, 'deploy/kubernetes');
 
@@ -233,3 +235,33 @@ function loadYamlDocs(text: string): Doc[] {
     .map((d) => d.toJS() as Doc | null)
     .filter((d): d is Doc => d !== null);
 }
+
+t.test(
+  'bookinfo mesh routes as Istio samples say (cluster DNS names swapped for loopback backends)',
+  async (t) => {
+    const cm = docsIn('bookinfo').find((d) => d.kind === 'ConfigMap') as Doc;
+    let yaml = cm.data['mesh.yaml'] as string;
+    const backends = new Map<string, number>();
+    for (const name of ['reviews-v1', 'reviews-v2', 'reviews-v3', 'details']) {
+      const b = await startEchoBackend(name);
+      t.teardown(() => b.close());
+      backends.set(name, b.port);
+    }
+    // Each endpoint `address: <svc>.default.svc.cluster.local` + `http: 9080` becomes 127.0.0.1:<port>.
+    yaml = yaml.replace(
+      /address: ([a-z0-9-]+)\.default\.svc\.cluster\.local\n(\s+)ports:\n(\s+)http: 9080/g,
+      (_m, svc: string, i1: string, i2: string) =>
+        `address: 127.0.0.1\n${i1}ports:\n${i2}http: ${backends.get(svc) ?? 9}`,
+    );
+    t.notMatch(yaml, /address: [a-z-]+\.default\.svc/, 'every endpoint replaced');
+    const m = await spawnMeshlet(yaml, { engine: 'h1' });
+    t.teardown(() => m.stop());
+    const call = async (host: string, headers: Record<string, string> = {}): Promise<string> => {
+      const r = await request(m.url('/x'), { headers: { host, ...headers } });
+      return ((await r.body.json()) as Echo).name;
+    };
+    t.equal(await call('reviews:9080'), 'reviews-v3', 'reviews: everyone else gets v3');
+    t.equal(await call('reviews:9080', { 'end-user': 'jason' }), 'reviews-v2', 'reviews: jason gets v2');
+    t.equal(await call('details:9080'), 'details', 'details: v1');
+  },
+);
