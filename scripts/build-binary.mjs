@@ -55,7 +55,8 @@ writeFileSync(
     output: blob,
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
-    assets: { 'uws.node': addon },
+    // Keys: src/sea-uws-hook.ts (UWS_ASSET) and src/sea-assets.ts (DEMO_ASSET).
+    assets: { 'uws.node': addon, 'demo.yaml': join(root, 'config-examples/demo.yaml') },
   }),
 );
 execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: 'inherit' });

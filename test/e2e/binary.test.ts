@@ -1,9 +1,21 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
+import { embeddedDemoConfigPath } from '../../src/sea-assets.ts';
+import { installUwsHook, loadEmbeddedUws } from '../../src/sea-uws-hook.ts';
 import { VERSION } from '../../src/version.ts';
 import { type Backend, startEchoBackend } from '../helpers/backends.ts';
 import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
@@ -148,4 +160,54 @@ t.test('where the addon cannot load, the executable serves with node and says wh
   t.equal(res.statusCode, 200);
   await res.body.dump();
   t.equal(await m.stop(), 0);
+});
+
+t.test('the hook pieces, in this process', async (t) => {
+  const scratch = join(dir, 'hook-tmp');
+  mkdirSync(scratch);
+  const savedTmp = process.env['TMPDIR'];
+  process.env['TMPDIR'] = scratch;
+  t.teardown(() => {
+    if (savedTmp === undefined) delete process.env['TMPDIR'];
+    else process.env['TMPDIR'] = savedTmp;
+  });
+
+  t.throws(
+    () =>
+      loadEmbeddedUws(() => {
+        throw new Error('no asset');
+      }),
+    /carries no uWebSockets\.js addon \(no asset\)/,
+  );
+  t.throws(
+    () => loadEmbeddedUws(() => new TextEncoder().encode('not a shared object').buffer as ArrayBuffer),
+    /embedded in the executable could not load/,
+  );
+  const addonName = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
+  const bytes = readFileSync(join(REPO_ROOT, 'node_modules/uWebSockets.js', addonName));
+  const uws = loadEmbeddedUws(() => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  t.type((uws as Record<string, unknown>)['App'], 'function');
+  t.same(readdirSync(scratch), [], 'nothing left in the temp folder');
+
+  const req = createRequire(import.meta.url);
+  let calls = 0;
+  const fake = { fake: true };
+  installUwsHook(() => {
+    calls++;
+    return fake;
+  });
+  t.equal(req('uWebSockets.js'), fake);
+  t.equal(req('uWebSockets.js'), fake);
+  t.equal(calls, 1, 'loaded once');
+  t.equal(req('node:path'), req('node:path'), 'other requests pass through');
+  installUwsHook(() => {
+    throw new Error('cannot');
+  });
+  t.throws(() => req('uWebSockets.js'), /cannot/);
+  t.throws(() => req('uWebSockets.js'), /cannot/, 'the failure is kept');
+
+  t.equal(embeddedDemoConfigPath(false), null);
+  const demo = embeddedDemoConfigPath(true, (key) => `# ${key}\n`);
+  t.ok(demo?.startsWith(scratch));
+  t.equal(readFileSync(demo ?? '', 'utf8'), '# demo.yaml\n');
 });
