@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from './config/durations.ts';
@@ -34,6 +35,11 @@ function port(value: string): number {
   return Number(value);
 }
 
+function ipAddress(value: string): string {
+  if (isIP(value) === 0) throw new InvalidArgumentError('must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)');
+  return value;
+}
+
 function fatal(msg: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(
     `${JSON.stringify({ time: new Date().toISOString(), level: 'error', msg, ...fields })}\n`,
@@ -45,6 +51,7 @@ interface RunCliOptions {
   outboundPort?: number;
   inboundPort?: number;
   adminPort?: number;
+  adminHost?: string;
   app?: string;
   namespace?: string;
   logLevel?: LogLevel;
@@ -61,6 +68,7 @@ function flagsOf(o: RunCliOptions): SettingFlags {
     ...(o.outboundPort !== undefined && { outboundPort: o.outboundPort }),
     ...(o.inboundPort !== undefined && { inboundPort: o.inboundPort }),
     ...(o.adminPort !== undefined && { adminPort: o.adminPort }),
+    ...(o.adminHost !== undefined && { adminHost: o.adminHost }),
     ...(o.app !== undefined && { app: o.app }),
     ...(o.namespace !== undefined && { namespace: o.namespace }),
     ...(o.logLevel !== undefined && { logLevel: o.logLevel }),
@@ -254,6 +262,11 @@ export function buildCli(): Command {
     .option('--inbound-port <port>', 'inbound listener port on 0.0.0.0 (default 15006)', port)
     .option('--app <host:port>', 'the local application that inbound traffic goes to')
     .option('--admin-port <port>', 'admin port on 127.0.0.1 (default 15000)', port)
+    .option(
+      '--admin-host <ip>',
+      'address the admin port binds (default 127.0.0.1; 0.0.0.0 for probes and scrapes from outside the pod)',
+      ipAddress,
+    )
     .option('--namespace <ns>', 'namespace of this workload (default "default")')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .addOption(

@@ -425,6 +425,11 @@ export interface ProxySpec {
   readonly outboundPort?: number;
   readonly inboundPort?: number;
   readonly adminPort?: number;
+  /**
+   * Address the admin port binds (default 127.0.0.1). `0.0.0.0` lets kubelet probes and Prometheus
+   * reach it from outside the pod; `/reload` is then reachable from the pod network too.
+   */
+  readonly adminHost?: string;
   /** `HOST:PORT` of the local application. */
   readonly app?: string;
   readonly engine?: 'h1' | 'uws' | 'node';

@@ -85,6 +85,7 @@ export interface SettingFlags {
   readonly outboundPort?: number;
   readonly inboundPort?: number;
   readonly adminPort?: number;
+  readonly adminHost?: string;
   readonly app?: string;
   readonly namespace?: string;
   readonly logLevel?: LogLevel;
@@ -226,7 +227,7 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     outboundPort,
     inboundHost: '0.0.0.0',
     inboundPort: flags.inboundPort ?? p.inboundPort ?? DEFAULTS.inboundPort,
-    adminHost: '127.0.0.1',
+    adminHost: flags.adminHost ?? p.adminHost ?? '127.0.0.1',
     adminPort,
     app,
     engine: flags.engine ?? p.engine ?? DEFAULTS.engine,

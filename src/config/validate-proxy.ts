@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 /**
  * `meshlet.dev/v1alpha1` `Proxy`: this process's bootstrap. It is our own kind, so validation
  * is strict: an unknown field is an error, nested ones (`retryBudget.*`, `identity.*`,
@@ -33,6 +34,7 @@ const FIELDS = [
   'outboundPort',
   'inboundPort',
   'adminPort',
+  'adminHost',
   'app',
   'engine',
   'logLevel',
@@ -102,6 +104,11 @@ export function validateProxy(spec: MapView): ProxySpec {
   const outboundPort = spec.get('outboundPort').port(true);
   const inboundPort = spec.get('inboundPort').port(true);
   const adminPort = spec.get('adminPort').port(true);
+  const adminHostView = spec.get('adminHost');
+  const adminHost = adminHostView.string();
+  if (adminHost !== undefined && isIP(adminHost) === 0) {
+    adminHostView.error(`adminHost "${adminHost}" must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)`);
+  }
   const app = parseApp(spec.get('app'));
   const engine = spec.get('engine').enumOf(['h1', 'uws', 'node'] as const);
   const logLevel = spec.get('logLevel').enumOf(['debug', 'info', 'warn', 'error'] as const);
@@ -135,6 +142,7 @@ export function validateProxy(spec: MapView): ProxySpec {
     ...(outboundPort !== undefined ? { outboundPort } : {}),
     ...(inboundPort !== undefined ? { inboundPort } : {}),
     ...(adminPort !== undefined ? { adminPort } : {}),
+    ...(adminHost !== undefined && isIP(adminHost) !== 0 ? { adminHost } : {}),
     ...(app !== undefined ? { app } : {}),
     ...(engine !== undefined ? { engine } : {}),
     ...(logLevel !== undefined ? { logLevel } : {}),

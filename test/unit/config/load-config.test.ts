@@ -565,3 +565,20 @@ t.test('duplicate resources warn', async (t) => {
   t.equal(warnings(b).length, 1);
   t.match(warnings(b)[0]?.message, /duplicate ServiceEntry default\/ext \(first defined at test\.yaml:1:1\)/);
 });
+
+t.test('Proxy adminHost must be an IP address', async (t) => {
+  const doc = (host: string): string => `apiVersion: meshlet.dev/v1alpha1
+kind: Proxy
+metadata: {name: p}
+spec:
+  adminHost: ${host}
+`;
+  t.equal(load(doc('0.0.0.0')).proxy?.spec.adminHost, '0.0.0.0');
+  const bad = load(doc('localhost'));
+  t.same(
+    errors(bad).map((e) => `${e.path} | ${e.message}`),
+    [
+      'Proxy default/p: spec.adminHost | adminHost "localhost" must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)',
+    ],
+  );
+});

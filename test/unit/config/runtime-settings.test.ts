@@ -283,3 +283,9 @@ t.test('MAX_TIMER_MS is the largest delay Node.js timers honour', async (t) => {
   await new Promise((r) => setImmediate(r));
   t.ok(warnings.includes('TimeoutOverflowWarning'));
 });
+
+t.test('adminHost: 127.0.0.1 by default, the Proxy document, then the flag', async (t) => {
+  t.equal(resolveSettings({}, null).adminHost, '127.0.0.1');
+  t.equal(resolveSettings({}, { adminHost: '0.0.0.0' }).adminHost, '0.0.0.0');
+  t.equal(resolveSettings({ adminHost: '::' }, { adminHost: '0.0.0.0' }).adminHost, '::');
+});
