@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../cli.ts';
 import type { EngineName } from '../listener/listener-types.ts';
+import { embeddedDemoConfigPath } from '../sea-assets.ts';
 
 /**
  * `npm start`: the demo mesh. Three `reviews` backends (v1, v2, v3) on loopback aliases answer
@@ -15,6 +16,9 @@ export const DEMO_BACKENDS = [
 ] as const;
 
 export function demoConfigPath(): string {
+  // Inside the single executable the file travels as an embedded asset.
+  const embedded = embeddedDemoConfigPath();
+  if (embedded !== null) return embedded;
   // dist/src/demo/demo.js and src/demo/demo.ts both sit three levels below the package root.
   const here = dirname(fileURLToPath(import.meta.url));
   const root = here.includes(`${'/dist/'}`) ? resolve(here, '../../..') : resolve(here, '../..');
