@@ -1,10 +1,11 @@
+import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { startEchoBackend } from '../helpers/backends.ts';
 import { EXAMPLES_DIR, localizeExample } from '../helpers/example-yaml.ts';
-import { runCli, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
+import { REPO_ROOT, runCli, spawnMeshlet } from '../helpers/spawn-meshlet.ts';
 
 const USE_CASES = [
   'canary.yaml',
@@ -122,4 +123,32 @@ t.test('fault-injection.yaml end to end: delay, abort, partial abort, untouched'
   t.equal(flaky.filter((r) => r.status !== 500 && r.status !== 200).length, 0, 'only 200 or 500');
   // binomial sigma at 50 % over 200 is 7.1; 35 is 4.9 sigma
   t.ok(Math.abs(aborted - 100) <= 35, `flaky: ${aborted} of 200 aborted with 500 (target 100 ± 35)`);
+});
+
+t.test('the canary walkthrough (npm run canary -- --quick): four steps, 0 failed requests', async (t) => {
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((ok) => {
+    const child = execFile(
+      process.execPath,
+      [join(REPO_ROOT, 'dist/bench/canary.js'), '--quick', '--requests', '1000'],
+      { timeout: 30_000 },
+      (_err, stdout, stderr) => ok({ code: child.exitCode, stdout, stderr }),
+    );
+  });
+  t.equal(r.code, 0, `exit 0\n${r.stdout}${r.stderr}`);
+  const steps = [
+    ...r.stdout.matchAll(/^step (\d)\/4: v2 target +(\d+) % +observed +([\d.]+) % .* failed (\d+) /gm),
+  ];
+  t.same(
+    steps.map((m) => [m[1], m[2]]),
+    [
+      ['1', '1'],
+      ['2', '10'],
+      ['3', '50'],
+      ['4', '100'],
+    ],
+    'the four steps are printed in order',
+  );
+  for (const m of steps) t.equal(m[4], '0', `step ${m[1]}: 0 failed`);
+  t.equal(steps[3]?.[3], '100.00', 'at the last step every request reaches v2');
+  t.match(r.stdout, /^failed requests: 0$/m);
 });
