@@ -19,7 +19,7 @@ import { installUwsHook, loadEmbeddedUws } from '../../src/sea-uws-hook.ts';
 import { VERSION } from '../../src/version.ts';
 import { type Backend, startEchoBackend } from '../helpers/backends.ts';
 import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
-import { REPO_ROOT } from '../helpers/spawn-meshlet.ts';
+import { onFreePorts, REPO_ROOT } from '../helpers/spawn-meshlet.ts';
 
 /**
  * The single executable (`npm run build:binary`): built here from the fresh `dist/` that `npm test`
@@ -59,23 +59,11 @@ interface Ready {
 
 /** `run` on port 0 everywhere; resolves on the "meshlet ready" line with the chosen ports. */
 function run(config: string, engine: string, env: Record<string, string>): Promise<Ready> {
-  const proc = spawn(
-    exe,
-    [
-      'run',
-      '--config',
-      config,
-      '--outbound-port',
-      '0',
-      '--inbound-port',
-      '0',
-      '--admin-port',
-      '0',
-      '--engine',
-      engine,
-    ],
-    { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  const proc = spawn(exe, ['run', '--config', config, ...onFreePorts(engine)], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const exited = new Promise<number | null>((ok) => proc.once('exit', (code) => ok(code)));
   const stop = async (): Promise<number | null> => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');

@@ -23,7 +23,7 @@ import t from 'tap';
 import { VERSION } from '../../src/version.ts';
 import { startEchoBackend } from '../helpers/backends.ts';
 import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
-import { REPO_ROOT } from '../helpers/spawn-meshlet.ts';
+import { onFreePorts, REPO_ROOT } from '../helpers/spawn-meshlet.ts';
 
 interface Instruction {
   readonly op: string;
@@ -255,18 +255,7 @@ t.test('CMD serves from the image folder; HEALTHCHECK follows /ready', async (t)
   const config = join(image, 'mesh.yaml');
   writeFileSync(config, serviceEntryYaml('echo', [{ port: backend.port }]));
   const argv = cmd.map((a) => (a === '/etc/meshlet/config.yaml' ? config : a));
-  const proc = inImage([
-    ...entrypoint,
-    ...argv,
-    '--outbound-port',
-    '0',
-    '--inbound-port',
-    '0',
-    '--admin-port',
-    '0',
-    '--engine',
-    'uws',
-  ]);
+  const proc = inImage([...entrypoint, ...argv, ...onFreePorts('uws')]);
   const exited = complete(proc);
   t.teardown(() => {
     if (proc.exitCode === null) proc.kill('SIGKILL');

@@ -38,6 +38,14 @@ export interface SpawnOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+/**
+ * The `run` flags every test start uses: all three ports 0 (the chosen ones are in the "meshlet
+ * ready" log line) and the listener engine.
+ */
+export function onFreePorts(engine: string): string[] {
+  return ['--outbound-port', '0', '--inbound-port', '0', '--admin-port', '0', '--engine', engine];
+}
+
 /** Writes `yaml` to a temp file and starts `meshlet run` on free ports; resolves when it logs "meshlet ready". */
 export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promise<Meshlet> {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-e2e-'));
@@ -45,21 +53,7 @@ export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promi
   writeFileSync(configPath, yaml);
   const proc = spawn(
     process.execPath,
-    [
-      CLI,
-      'run',
-      '--config',
-      configPath,
-      '--outbound-port',
-      '0',
-      '--inbound-port',
-      '0',
-      '--admin-port',
-      '0',
-      '--engine',
-      opts.engine ?? 'uws',
-      ...(opts.args ?? []),
-    ],
+    [CLI, 'run', '--config', configPath, ...onFreePorts(opts.engine ?? 'uws'), ...(opts.args ?? [])],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
   );
   const logs: string[] = [];
