@@ -45,6 +45,7 @@
  *   matches a GET).
  */
 import { BlockList, isIP } from 'node:net';
+import { isCidr, isIpAddress } from './host-names.ts';
 import type {
   AuthorizationPolicySpec,
   AuthzCondition,
@@ -124,13 +125,11 @@ export function isIpOrCidr(value: string): boolean {
   // A zone (`fe80::1%eth0`) names an interface of one host; Go's parser (Istio's) refuses it.
   if (value.includes('%')) return false;
   const slash = value.indexOf('/');
-  if (slash < 0) return isIP(value) !== 0;
+  if (slash < 0) return isIpAddress(value);
+  if (!isCidr(value)) return false;
   const addr = value.slice(0, slash);
-  const bits = value.slice(slash + 1);
+  const prefix = Number(value.slice(slash + 1));
   const family = isIP(addr);
-  if (family === 0 || !/^\d{1,3}$/.test(bits)) return false;
-  const prefix = Number(bits);
-  if (prefix > (family === 4 ? 32 : 128)) return false;
   try {
     new BlockList().addSubnet(addr, prefix, family === 4 ? 'ipv4' : 'ipv6');
     return true;
