@@ -354,7 +354,8 @@ export function onAttemptError(
   ex.reply(verdict.reason === 'exhausted' ? retriesExhausted(r) : r);
 }
 
-function failureReply(failure: UpstreamFailure): LocalReply {
+/** The local reply for an upstream failure before any response head (connect and timeout: 503 UF). */
+export function failureReply(failure: UpstreamFailure): LocalReply {
   switch (failure) {
     case 'connect':
     case 'timeout':

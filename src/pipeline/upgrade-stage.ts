@@ -23,6 +23,7 @@ import { applyHeaderOps } from '../router/header-edits.ts';
 import { prepareUpstreamHeaders } from '../upstream/forward-headers.ts';
 import { openUpgradeTunnel } from '../upstream/upgrade-tunnel.ts';
 import type { UpstreamTarget } from '../upstream/upstream-types.ts';
+import { failureReply } from './attempt-loop.ts';
 import { checkAuthz, withoutXfcc, XFCC, xfccValue } from './authz-stage.ts';
 import { attemptTarget } from './origination-stage.ts';
 import type { InboundWorkload, PipelineDeps } from './pipeline-types.ts';
@@ -110,15 +111,7 @@ export function upgradeHandler(
       { method: req.method, path, headers: prepared.headers, body: null, expectContinue: false },
       socket,
       head,
-      (failure) => {
-        refuse(
-          failure === 'connect' || failure === 'timeout'
-            ? LOCAL_REPLIES.connectFailure
-            : failure === 'protocol'
-              ? LOCAL_REPLIES.upstreamProtocolError
-              : LOCAL_REPLIES.upstreamReset,
-        );
-      },
+      (failure) => refuse(failureReply(failure)),
     );
   };
 }
