@@ -6,13 +6,13 @@
  * per endpoint and `poolKey` (reuse, separation, rotation while a request is in flight); session
  * resumption; the connect timeout over the handshake; unusable settings; the undici fallback.
  */
-import { createServer as createNetServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import type { UpstreamTls } from '../../../src/tls/identity-types.ts';
 import { createH1Upstream, type H1Upstream } from '../../../src/upstream/h1-client.ts';
 import { createUndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
 import type { UpstreamClient } from '../../../src/upstream/upstream-types.ts';
 import { attempt, get, makePki, meshTls, SA_A, SA_B, tlsServer } from './tls-servers.ts';
+import { netServer } from './upstream-harness.ts';
 
 const pki = await makePki(t);
 
@@ -287,18 +287,8 @@ t.test('more distinct trust material than the context cache holds still connects
 
 t.test('the connect timeout covers the handshake', async (t) => {
   // Accepts TCP, never answers the ClientHello.
-  const sockets: Socket[] = [];
-  const silent = createNetServer((socket) => {
-    sockets.push(socket);
-    socket.on('error', () => {});
-  });
-  silent.listen(0, '127.0.0.1');
-  await new Promise((r) => silent.once('listening', r));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    silent.close();
-  });
-  const port = (silent.address() as { port: number }).port;
+  const silent = await netServer(t, () => {});
+  const port = silent.target.port;
   const c = client(t);
   const started = Date.now();
   const o = await attempt(
@@ -309,7 +299,7 @@ t.test('the connect timeout covers the handshake', async (t) => {
   t.equal(o.failure, 'timeout');
   t.equal(o.detail, 'connect timeout after 150 ms');
   t.ok(Date.now() - started < 2_000);
-  t.equal(sockets.length, 1, 'TCP was up: only the handshake was waited for');
+  t.equal(silent.connections(), 1, 'TCP was up: only the handshake was waited for');
 });
 
 t.test('unusable TLS settings fail every attempt as connect, without a socket', async (t) => {

@@ -4,10 +4,10 @@
  * failures, a pool per `poolKey` (and pruning of drained ones), session resumption, the handshake
  * under the connect timeout, unusable settings, and `endpoints`/`retain`/`close` over TLS pools.
  */
-import { createServer as createNetServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { createUndiciUpstream, type UndiciUpstream } from '../../../src/upstream/undici-upstream.ts';
 import { attempt, get, makePki, meshTls, SA_A, SA_B, tlsServer } from './tls-servers.ts';
+import { netServer } from './upstream-harness.ts';
 
 const pki = await makePki(t);
 
@@ -113,18 +113,8 @@ t.test('sessions are resumed on new connections of a pool', async (t) => {
 });
 
 t.test('the client connect timeout covers the handshake', async (t) => {
-  const sockets: Socket[] = [];
-  const silent = createNetServer((socket) => {
-    sockets.push(socket);
-    socket.on('error', () => {});
-  });
-  silent.listen(0, '127.0.0.1');
-  await new Promise((r) => silent.once('listening', r));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    silent.close();
-  });
-  const port = (silent.address() as { port: number }).port;
+  const silent = await netServer(t, () => {});
+  const port = silent.target.port;
   const c = client(t, 150);
   const o = await attempt(c, { address: '127.0.0.1', port, tls: meshTls(pki, pki.clientA, [SA_B]) });
   t.equal(o.failure, 'timeout');
