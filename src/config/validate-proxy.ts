@@ -61,9 +61,8 @@ const WORKLOAD_FIELDS = [
 const RETRY_BUDGET_FIELDS = ['retryRatio', 'minRetriesPerSecond', 'ttl'] as const;
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** A DNS-1123 subdomain; a Kubernetes service account name is one, and a valid SPIFFE path segment. */
 const DOMAIN = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
-/** A Kubernetes service account name (DNS-1123 subdomain); also a valid SPIFFE path segment. */
-const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 /** SPIFFE trust domain characters (lower-case letters, digits, `.`, `_`, `-`), at most 255. */
 const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/;
@@ -173,7 +172,7 @@ function parseApp(view: View): string | undefined {
 function parseServiceAccount(view: View): string | undefined {
   const sa = view.string();
   if (sa === undefined) return undefined;
-  if (sa.length > 253 || !SERVICE_ACCOUNT.test(sa)) {
+  if (sa.length > 253 || !DOMAIN.test(sa)) {
     view.error(`serviceAccount "${sa}" must be a Kubernetes service account name (a DNS subdomain)`);
     return undefined;
   }
