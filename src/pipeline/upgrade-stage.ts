@@ -14,7 +14,7 @@ import {
   type LocalReply,
   noClusterReply,
   noRouteReply,
-  RBAC_DENIED_BODY,
+  rbacDeniedReply,
   transportFailureReply,
 } from '../errors/local-reply.ts';
 import { rawLocalReply } from '../listener/http-syntax.ts';
@@ -60,7 +60,7 @@ export function upgradeHandler(
       headers = withoutXfcc(headers);
       const decision = checkAuthz(deps, workload, policy.authorizer, req, authority, path, headers);
       if (decision !== null && !decision.allowed) {
-        return refuse({ status: 403, flags: '', body: RBAC_DENIED_BODY });
+        return refuse(rbacDeniedReply(false));
       }
       if (req.peer !== undefined) headers = headers.concat(XFCC, xfccValue(workload.spiffeId(), req.peer));
       upstream = workload.app;
