@@ -872,22 +872,11 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Tl
           onReady: serve,
           ...(tuning.tlsTimers === undefined ? {} : { timers: tuning.tlsTimers }),
         });
-  const onConnection =
-    gate === null
-      ? (socket: Socket): void => {
-          if (state.draining) {
-            socket.destroy();
-            return;
-          }
-          state.conns.add(new H1Conn(socket, state, null));
-        }
-      : (socket: Socket): void => {
-          if (state.draining) {
-            socket.destroy();
-            return;
-          }
-          gate.accept(socket);
-        };
+  const onConnection = (socket: Socket): void => {
+    if (gate === null) serve(socket, null, EMPTY);
+    else if (state.draining) socket.destroy();
+    else gate.accept(socket);
+  };
   const server: Server = createServer({ noDelay: true, keepAlive: true, allowHalfOpen: true }, onConnection);
   const tick = Math.max(10, Math.floor(Math.min(state.idleMs, state.headMs) / 4));
   const sweeper = setInterval(() => {
