@@ -30,6 +30,7 @@ import {
 import type { HeaderList } from '../listener/listener-types.ts';
 import { ReplayBody } from '../resilience/replay-body.ts';
 import {
+  matchesRetryOn,
   type RetryState,
   type RetryVerdict,
   shouldRetry,
@@ -269,8 +270,13 @@ export function closeAttempt(ex: Exchange, failure: AttemptResult['failure']): v
   }
 }
 
+const NOT_RETRIABLE: RetryVerdict = { kind: 'stop', reason: 'not-retriable' };
+
 /** Asks the policy about the outcome of the attempt that just ended. */
 function decide(ex: Exchange, outcome: TryOutcome): RetryVerdict {
+  // Most outcomes (every plain 2xx under the default policy) match no `retryOn` condition: answered
+  // before the retry state is built and the clock read. `shouldRetry` makes the same check first.
+  if (!matchesRetryOn(ex.policy, outcome)) return NOT_RETRIABLE;
   const deps = ex.owner.deps;
   const replay = ex.replay;
   const state: Mutable<RetryState> = {
