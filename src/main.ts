@@ -401,7 +401,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     random: Math.random,
     now,
     requestId: randomUUID,
-    app: settings.app === null ? null : { address: settings.app.host, port: settings.app.port },
+    app: sidecar.app,
     namespace: settings.namespace,
     onBug: (err) =>
       logger.log('error', 'internal error on the request path', {
