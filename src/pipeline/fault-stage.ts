@@ -5,6 +5,7 @@
  */
 import type { HTTPFault } from '../config/resource-types.ts';
 import { LOCAL_REPLIES } from '../errors/local-reply.ts';
+import { guarded } from './attempt-loop.ts';
 import type { Exchange } from './exchange.ts';
 
 /**
@@ -52,11 +53,7 @@ export function applyFault(ex: Exchange, fault: HTTPFault, resume: () => void): 
     ex.waited = true;
     ex.timer = timers.start(() => {
       ex.timer = null;
-      try {
-        act();
-      } catch (err) {
-        ex.internalError(err);
-      }
+      guarded(ex, act);
     }, delay);
     return true;
   }
