@@ -7,6 +7,7 @@ import {
 } from '../resilience/retry-budget.ts';
 import type { LogLevel } from '../telemetry/logger.ts';
 import type { IdentitySettings, ProxySpec } from './resource-types.ts';
+import { isServiceAccountName, TRUST_DOMAIN } from './validate-common.ts';
 import type { View } from './yaml-view.ts';
 
 /**
@@ -166,16 +167,12 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     throw new SettingsError(`--app must be HOST:PORT, got ${JSON.stringify(appText)}`);
   }
   // The document's values were validated by the loader; flags are checked here, by the same rules.
-  if (flags.trustDomain !== undefined && !/^[a-z0-9._-]{1,255}$/.test(flags.trustDomain)) {
+  if (flags.trustDomain !== undefined && !TRUST_DOMAIN.test(flags.trustDomain)) {
     throw new SettingsError(
       `--trust-domain must be a SPIFFE trust domain (lower-case letters, digits, ".", "_" and "-"), got ${JSON.stringify(flags.trustDomain)}`,
     );
   }
-  if (
-    flags.serviceAccount !== undefined &&
-    (flags.serviceAccount.length > 253 ||
-      !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(flags.serviceAccount))
-  ) {
+  if (flags.serviceAccount !== undefined && !isServiceAccountName(flags.serviceAccount)) {
     throw new SettingsError(
       `--service-account must be a Kubernetes service account name, got ${JSON.stringify(flags.serviceAccount)}`,
     );

@@ -146,7 +146,15 @@ export function stringListOrEmpty(m: MapView, key: string): string[] {
 /** Kubernetes label name part: alphanumeric at both ends, `-`, `_`, `.` inside, at most 63. */
 const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A DNS-1123 subdomain (without its 253-character limit). */
+export const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** SPIFFE trust domain characters (lower-case letters, digits, `.`, `_`, `-`), at most 255. */
+export const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
+
+/** A Kubernetes service account name (DNS-1123 subdomain); also a valid SPIFFE path segment. */
+export function isServiceAccountName(sa: string): boolean {
+  return sa.length <= 253 && DNS_SUBDOMAIN.test(sa);
+}
 
 /** Why `key` is not a Kubernetes label key (`[prefix/]name`), or null when it is one. */
 export function labelKeyProblem(key: string): string | null {

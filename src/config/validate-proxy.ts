@@ -20,7 +20,13 @@ import { isIP } from 'node:net';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { IdentitySettings, ProxySpec, WorkloadSpec } from './resource-types.ts';
 import { capTimerMs, DEFAULTS } from './runtime-settings.ts';
-import { labelKeyProblem, labelValueProblem } from './validate-common.ts';
+import {
+  DNS_SUBDOMAIN,
+  isServiceAccountName,
+  labelKeyProblem,
+  labelValueProblem,
+  TRUST_DOMAIN,
+} from './validate-common.ts';
 import type { MapView, View } from './yaml-view.ts';
 
 const FIELDS = [
@@ -61,10 +67,6 @@ const WORKLOAD_FIELDS = [
 const RETRY_BUDGET_FIELDS = ['retryRatio', 'minRetriesPerSecond', 'ttl'] as const;
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-/** A DNS-1123 subdomain; a Kubernetes service account name is one, and a valid SPIFFE path segment. */
-const DOMAIN = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
-/** SPIFFE trust domain characters (lower-case letters, digits, `.`, `_`, `-`), at most 255. */
-const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/;
 
 /** Workload certificate lifetimes: short is the point, but shorter than a minute is renewal churn. */
@@ -97,7 +99,7 @@ export function validateProxy(spec: MapView): ProxySpec {
   }
   const dsView = spec.get('domainSuffix');
   const domainSuffix = dsView.string()?.toLowerCase();
-  if (domainSuffix !== undefined && !DOMAIN.test(domainSuffix)) {
+  if (domainSuffix !== undefined && !DNS_SUBDOMAIN.test(domainSuffix)) {
     dsView.error(`domainSuffix "${domainSuffix}" is not a valid domain`);
   }
   const outboundPort = spec.get('outboundPort').port(true);
@@ -172,7 +174,7 @@ function parseApp(view: View): string | undefined {
 function parseServiceAccount(view: View): string | undefined {
   const sa = view.string();
   if (sa === undefined) return undefined;
-  if (sa.length > 253 || !DOMAIN.test(sa)) {
+  if (!isServiceAccountName(sa)) {
     view.error(`serviceAccount "${sa}" must be a Kubernetes service account name (a DNS subdomain)`);
     return undefined;
   }
@@ -273,7 +275,7 @@ function parseWorkloads(
     m.checkFields(WORKLOAD_FIELDS, { strict: true });
     const nameView = m.get('name');
     let name = nameView.require('name') ? nameView.string() : undefined;
-    if (name !== undefined && !DOMAIN.test(name)) {
+    if (name !== undefined && !DNS_SUBDOMAIN.test(name)) {
       nameView.error(`workload name "${name}" must be a lowercase DNS name`);
       name = undefined;
     } else if (name !== undefined && names.has(name)) {
