@@ -154,9 +154,11 @@ export class ProxyPipeline implements ExchangeOwner {
     ex.path = target?.path ?? req.target;
     ex.originalPath = ex.path;
     const host = splitAuthority(ex.authority).host;
+    const dot = host.indexOf('.');
     ex.peer = {
       serviceFqdn: host === '' ? 'unknown' : host,
-      serviceName: host === '' ? 'InboundPassthroughCluster' : (host.split('.')[0] ?? host),
+      // The first label, without the array `split` would make on every inbound request.
+      serviceName: host === '' ? 'InboundPassthroughCluster' : dot < 0 ? host : host.slice(0, dot),
       serviceNamespace: workload.namespace,
     };
     // Security first: nothing reaches the application before the caller is authorized.
