@@ -259,35 +259,32 @@ export class MeshMetrics {
         () => [...this.identities()].map((h) => ({ labels: { spiffe_id: h.spiffeId }, value: h.rotations })),
       ),
     );
-    this.registry.registerMetric(
-      scrapedMetric(
-        'meshlet_tls_handshake_errors_total',
-        'Inbound TLS handshakes that failed (no, expired or untrusted client certificate, plaintext to STRICT), per listener.',
-        'counter',
-        () => {
+    /** A counter read from each listener that has it, per listener. */
+    const perListener = (
+      name: string,
+      help: string,
+      read: (l: HandshakeErrorSource) => number | undefined,
+    ): void => {
+      this.registry.registerMetric(
+        scrapedMetric(name, help, 'counter', () => {
           const values: MetricValue[] = [];
           for (const l of this.handshakeSources()) {
-            const count = l.tlsHandshakeErrors?.();
+            const count = read(l);
             if (count !== undefined) values.push({ labels: { listener: l.name }, value: count });
           }
           return values;
-        },
-      ),
+        }),
+      );
+    };
+    perListener(
+      'meshlet_tls_handshake_errors_total',
+      'Inbound TLS handshakes that failed (no, expired or untrusted client certificate, plaintext to STRICT), per listener.',
+      (l) => l.tlsHandshakeErrors?.(),
     );
-    this.registry.registerMetric(
-      scrapedMetric(
-        'meshlet_tls_plaintext_refused_total',
-        'Plaintext connections closed by an inbound listener because its PeerAuthentication is STRICT, per listener.',
-        'counter',
-        () => {
-          const values: MetricValue[] = [];
-          for (const l of this.handshakeSources()) {
-            const count = l.plaintextRefused?.();
-            if (count !== undefined) values.push({ labels: { listener: l.name }, value: count });
-          }
-          return values;
-        },
-      ),
+    perListener(
+      'meshlet_tls_plaintext_refused_total',
+      'Plaintext connections closed by an inbound listener because its PeerAuthentication is STRICT, per listener.',
+      (l) => l.plaintextRefused?.(),
     );
     collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_' });
     // prom-client exports three gauges named `*_total`, which `promtool check metrics` refuses
