@@ -19,7 +19,7 @@ import { isIP } from 'node:net';
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { IdentitySettings, ProxySpec, WorkloadSpec } from './resource-types.ts';
-import { capTimerMs, DEFAULTS } from './runtime-settings.ts';
+import { capTimerMs, DEFAULTS, parseHostPort } from './runtime-settings.ts';
 import {
   DNS_SUBDOMAIN,
   isServiceAccountName,
@@ -67,7 +67,6 @@ const WORKLOAD_FIELDS = [
 const RETRY_BUDGET_FIELDS = ['retryRatio', 'minRetriesPerSecond', 'ttl'] as const;
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/;
 
 /** Workload certificate lifetimes: short is the point, but shorter than a minute is renewal churn. */
 const MIN_CERT_TTL_MS = 60_000;
@@ -162,9 +161,8 @@ export function validateProxy(spec: MapView): ProxySpec {
 function parseApp(view: View): string | undefined {
   const app = view.string();
   if (app === undefined) return undefined;
-  const m = HOST_PORT.exec(app);
-  const port = m === null ? Number.NaN : Number(m[2]);
-  if (m === null || port < 1 || port > 65535) {
+  // Only the HOST:PORT form: the bare port parseHostPort also takes is the --app flag's shorthand.
+  if (!app.includes(':') || parseHostPort(app) === null) {
     view.error(`app "${app}" must be HOST:PORT`);
     return undefined;
   }
