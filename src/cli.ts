@@ -6,6 +6,8 @@ import { parseDuration } from './config/durations.ts';
 import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import { type SettingFlags, SettingsError } from './config/runtime-settings.ts';
+import type { AccessLogFormat } from './config/validate-access-log.ts';
+import { endpointProblem } from './config/validate-tracing.ts';
 import { runDemo } from './demo/demo.ts';
 import type { EngineName } from './listener/listener-types.ts';
 import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
@@ -57,7 +59,10 @@ interface RunCliOptions {
   logLevel?: LogLevel;
   engine?: EngineName;
   drainTimeout?: number;
-  accessLog?: boolean;
+  accessLog?: boolean | string;
+  accessLogFormat?: AccessLogFormat;
+  tracingEndpoint?: string;
+  tracingSampling?: number;
   trustDomain?: string;
   serviceAccount?: string;
   identityDir?: string;
@@ -75,6 +80,9 @@ function flagsOf(o: RunCliOptions): SettingFlags {
     ...(o.engine !== undefined && { engine: o.engine }),
     ...(o.drainTimeout !== undefined && { drainTimeoutMs: o.drainTimeout }),
     ...(o.accessLog !== undefined && { accessLog: o.accessLog }),
+    ...(o.accessLogFormat !== undefined && { accessLogFormat: o.accessLogFormat }),
+    ...(o.tracingEndpoint !== undefined && { tracingEndpoint: o.tracingEndpoint }),
+    ...(o.tracingSampling !== undefined && { tracingSampling: o.tracingSampling }),
     ...(o.trustDomain !== undefined && { trustDomain: o.trustDomain }),
     ...(o.serviceAccount !== undefined && { serviceAccount: o.serviceAccount }),
     ...(o.identityDir !== undefined && { identityDir: o.identityDir }),
@@ -279,7 +287,29 @@ export function buildCli(): Command {
       if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be milliseconds');
       return Number(v);
     })
-    .option('--access-log', 'write one JSON access-log line per request to stdout')
+    .option('--access-log [dest]', 'access log destination: - (stdout, the default), a file path, or off')
+    .option('--no-access-log', 'no access log')
+    .addOption(
+      new Option(
+        '--access-log-format <format>',
+        'access log format: json (default) or text (Envoy default)',
+      ).choices(['json', 'text']),
+    )
+    .option(
+      '--tracing-endpoint <url>',
+      'OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); enables tracing',
+      (v) => {
+        const problem = endpointProblem(v);
+        if (problem !== null) throw new InvalidArgumentError(problem);
+        return v;
+      },
+    )
+    .option('--tracing-sampling <percent>', 'share of new traces recorded, 0-100 (default 1)', (v) => {
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100)
+        throw new InvalidArgumentError('must be a percentage from 0 to 100');
+      return n;
+    })
     .option('--trust-domain <domain>', 'SPIFFE trust domain of the mesh (default cluster.local)')
     .option('--service-account <sa>', 'service account of this workload (default "default")')
     .option(

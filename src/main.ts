@@ -397,7 +397,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     stats,
     metrics,
     identity: sidecar.identity,
-    accessLog: settings.accessLog ? new AccessLog() : null,
+    observers: settings.accessLog.enabled ? [new AccessLog()] : [],
     random: Math.random,
     now,
     requestId: randomUUID,

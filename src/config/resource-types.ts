@@ -1,3 +1,5 @@
+import type { AccessLogSpec } from './validate-access-log.ts';
+import type { TracingSpec } from './validate-tracing.ts';
 /**
  * Validated, normalized Istio resources: what the loader hands to the compiler.
  *
@@ -436,7 +438,8 @@ export interface ProxySpec {
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
   readonly outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY';
   readonly drainTimeoutMs?: number;
-  readonly accessLog?: boolean;
+  readonly accessLog?: AccessLogSpec;
+  readonly tracing?: TracingSpec;
   /** Linkerd-style retry budget applied per cluster (issue 3). Absent fields take the defaults. */
   readonly retryBudget?: {
     /** Extra load retries may add, as a fraction of requests (default 0.2). */

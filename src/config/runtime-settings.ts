@@ -7,7 +7,9 @@ import {
 } from '../resilience/retry-budget.ts';
 import type { LogLevel } from '../telemetry/logger.ts';
 import type { IdentitySettings, ProxySpec } from './resource-types.ts';
+import { type AccessLogConfig, type AccessLogFlags, resolveAccessLog } from './validate-access-log.ts';
 import { isServiceAccountName, TRUST_DOMAIN } from './validate-common.ts';
+import { resolveTracing, type TracingConfig, type TracingFlags } from './validate-tracing.ts';
 import type { View } from './yaml-view.ts';
 
 /**
@@ -33,7 +35,9 @@ export interface RuntimeSettings {
   readonly logLevel: LogLevel;
   readonly outboundTrafficPolicy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
   readonly drainTimeoutMs: number;
-  readonly accessLog: boolean;
+  readonly accessLog: AccessLogConfig;
+  /** Span export and sampling; null when no collector is configured (headers pass through). */
+  readonly tracing: TracingConfig | null;
   /** The Linkerd-style retry budget every cluster gets (one budget per cluster, these settings). */
   readonly retryBudget: RetryBudgetSettings;
   /** How often DNS-resolved ServiceEntry hosts are resolved again. */
@@ -82,7 +86,7 @@ export interface RetryBudgetSettings {
 }
 
 /** Flags as given on the command line; absent means "not given". */
-export interface SettingFlags {
+export interface SettingFlags extends AccessLogFlags, TracingFlags {
   readonly outboundPort?: number;
   readonly inboundPort?: number;
   readonly adminPort?: number;
@@ -92,7 +96,6 @@ export interface SettingFlags {
   readonly logLevel?: LogLevel;
   readonly engine?: EngineName;
   readonly drainTimeoutMs?: number;
-  readonly accessLog?: boolean;
   readonly trustDomain?: string;
   readonly serviceAccount?: string;
   /**
@@ -180,6 +183,7 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
   const labels = p.labels ?? {};
   const namespace = flags.namespace ?? p.namespace ?? DEFAULTS.namespace;
   const identity = resolveIdentity(flags.identityDir, p.identity);
+  const workloadName = p.workloadName ?? labels['app'] ?? 'meshlet';
   const workloads = (p.workloads ?? []).map((w): RuntimeWorkload => {
     const wApp = parseHostPort(w.app);
     // The validator checked the shape; a bare port would have been refused there.
@@ -218,7 +222,7 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     mode: p.mode ?? 'sidecar',
     namespace,
     domainSuffix: p.domainSuffix ?? DEFAULTS.domainSuffix,
-    workloadName: p.workloadName ?? labels['app'] ?? 'meshlet',
+    workloadName,
     labels,
     outboundHost: '127.0.0.1',
     outboundPort,
@@ -231,7 +235,8 @@ export function resolveSettings(flags: SettingFlags, proxy: ProxySpec | null): R
     logLevel: flags.logLevel ?? p.logLevel ?? 'info',
     outboundTrafficPolicy: p.outboundTrafficPolicy ?? 'ALLOW_ANY',
     drainTimeoutMs: flags.drainTimeoutMs ?? p.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
-    accessLog: flags.accessLog ?? p.accessLog ?? false,
+    accessLog: resolveAccessLog(flags, p.accessLog),
+    tracing: resolveTracing(flags, p.tracing, workloadName),
     retryBudget: {
       retryRatio: p.retryBudget?.retryRatio ?? DEFAULTS.retryBudget.retryRatio,
       minRetriesPerSecond: p.retryBudget?.minRetriesPerSecond ?? DEFAULTS.retryBudget.minRetriesPerSecond,

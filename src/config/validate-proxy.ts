@@ -20,6 +20,7 @@ import { isIP } from 'node:net';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { IdentitySettings, ProxySpec, WorkloadSpec } from './resource-types.ts';
 import { capTimerMs, DEFAULTS, parseHostPort } from './runtime-settings.ts';
+import { parseAccessLog } from './validate-access-log.ts';
 import {
   DNS_SUBDOMAIN,
   isServiceAccountName,
@@ -27,6 +28,7 @@ import {
   labelValueProblem,
   TRUST_DOMAIN,
 } from './validate-common.ts';
+import { parseTracing } from './validate-tracing.ts';
 import type { MapView, View } from './yaml-view.ts';
 
 const FIELDS = [
@@ -47,6 +49,7 @@ const FIELDS = [
   'outboundTrafficPolicy',
   'drainTimeout',
   'accessLog',
+  'tracing',
   'retryBudget',
   'dnsRefreshRate',
   'rootNamespace',
@@ -118,7 +121,8 @@ export function validateProxy(spec: MapView): ProxySpec {
   const drainView = spec.get('drainTimeout');
   const drainMs = drainView.duration({ minMs: 0 });
   const drainTimeoutMs = drainMs === undefined ? undefined : capTimerMs(drainView, drainMs);
-  const accessLog = spec.get('accessLog').bool();
+  const accessLog = parseAccessLog(spec.get('accessLog'));
+  const tracing = spec.has('tracing') ? parseTracing(spec.get('tracing')) : undefined;
   const retryBudget = spec.has('retryBudget') ? parseRetryBudget(spec.get('retryBudget')) : undefined;
   const dnsView = spec.get('dnsRefreshRate');
   const dnsMs = atLeastOneSecond(dnsView, 'dnsRefreshRate');
@@ -149,6 +153,7 @@ export function validateProxy(spec: MapView): ProxySpec {
     ...(outboundTrafficPolicy !== undefined ? { outboundTrafficPolicy } : {}),
     ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
     ...(accessLog !== undefined ? { accessLog } : {}),
+    ...(tracing !== undefined ? { tracing } : {}),
     ...(retryBudget !== undefined ? { retryBudget } : {}),
     ...(dnsRefreshRate !== undefined ? { dnsRefreshRate } : {}),
     ...(rootNamespace !== undefined ? { rootNamespace } : {}),

@@ -45,7 +45,7 @@ import { applyHeaderOps } from '../router/header-edits.ts';
 import type { Cluster } from '../router/route-types.ts';
 import { prepareUpstreamHeaders } from '../upstream/forward-headers.ts';
 import type { UpstreamFailure, UpstreamRequest, UpstreamTarget } from '../upstream/upstream-types.ts';
-import { ADMISSION_HELD, ADMISSION_QUEUED, type Exchange } from './exchange.ts';
+import { ADMISSION_HELD, ADMISSION_QUEUED, CountedBody, type Exchange } from './exchange.ts';
 import { attemptTarget } from './origination-stage.ts';
 import { headerValue } from './request-target.ts';
 
@@ -95,7 +95,7 @@ export function prepareRequest(ex: Exchange, headers: HeaderList): void {
   });
   ex.upstreamHeaders = prepared.headers;
   ex.expectContinue = prepared.expectContinue;
-  ex.body = req.body;
+  ex.body = req.body === null ? null : new CountedBody(req.body, ex);
 }
 
 /**
@@ -212,6 +212,8 @@ export function attempt(ex: Exchange): void {
   // retry, the clock is read.
   ex.attemptStartedAt = ex.attempts === 1 && !ex.waited ? ex.startedAt : deps.now();
   const seq = ++ex.attemptSeq;
+  // The attempt's client span: its trace context goes in this attempt's headers.
+  const headers = ex.trace === null ? ex.upstreamHeaders : ex.trace.attemptStarted(ex.upstreamHeaders, ex);
   if (cannotOriginate !== null) {
     // Fails as a connection failure that sent nothing (UF, retried like one), reason in the log.
     ex.noteTlsFailure(cannotOriginate);
@@ -224,7 +226,7 @@ export function attempt(ex: Exchange): void {
   const request: Mutable<UpstreamRequest> = {
     method: ex.req.method,
     path: ex.path,
-    headers: ex.upstreamHeaders,
+    headers,
     body: ex.attempts > 1 && replay !== null ? replay.replay() : ex.body,
     expectContinue: ex.expectContinue,
   };
@@ -256,6 +258,7 @@ export function closeAttempt(ex: Exchange, failure: AttemptResult['failure']): v
   if (!ex.attemptOpen) return;
   ex.attemptOpen = false;
   ex.call = null;
+  ex.trace?.attemptEnded(ex, failure);
   const state = ex.state;
   if (state === null) return;
   const status = ex.upstreamStatus;

@@ -7,6 +7,8 @@ import type { RetryGate } from '../resilience/retry-decision.ts';
 import { type CompiledRetryPolicy, NO_RETRY_POLICY } from '../resilience/retry-policy.ts';
 import type { Cluster, Endpoint } from '../router/route-types.ts';
 import type { PeerDescription } from '../telemetry/metrics.ts';
+import type { ObservedRequest } from '../telemetry/observed-request.ts';
+import type { ExchangeTrace } from '../telemetry/trace-types.ts';
 import type { UpstreamTls } from '../tls/identity-types.ts';
 import type {
   UpstreamCall,
@@ -37,7 +39,7 @@ export const ADMISSION_HELD = 2;
  * attempt loop ignores callbacks of attempts it abandoned: the client promises none after `abort`)
  * and the retry gate handed to `shouldRetry`.
  */
-export class Exchange implements UpstreamHandler, RetryGate {
+export class Exchange implements UpstreamHandler, RetryGate, ObservedRequest {
   readonly owner: ExchangeOwner;
   readonly req: IncomingRequest;
   readonly res: ResponseSink;
@@ -51,6 +53,10 @@ export class Exchange implements UpstreamHandler, RetryGate {
   headersSent = false;
   finished = false;
   bytesSent = 0;
+  /** Request body bytes read from the client (counted as they pass to the upstream). */
+  bytesReceived = 0;
+  /** The request's trace (tracing on, see telemetry/trace-types.ts), else null. */
+  trace: ExchangeTrace | null = null;
 
   // ---- what the router decided ----
   cluster: Cluster | null = null;
@@ -286,5 +292,35 @@ export class Exchange implements UpstreamHandler, RetryGate {
     this.replay?.release();
     this.mirror?.abandon();
     this.owner.finished(this);
+  }
+}
+
+/**
+ * The client's request body as every attempt reads it, counting the bytes for `bytesReceived`
+ * (`istio_request_bytes`, the access log). Only requests with a body pay for it.
+ */
+export class CountedBody implements BodyStream {
+  private readonly source: BodyStream;
+  private readonly ex: Exchange;
+
+  constructor(source: BodyStream, ex: Exchange) {
+    this.source = source;
+    this.ex = ex;
+  }
+
+  onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    const ex = this.ex;
+    this.source.onData((chunk, last) => {
+      ex.bytesReceived += chunk.length;
+      cb(chunk, last);
+    });
+  }
+
+  pause(): void {
+    this.source.pause();
+  }
+
+  resume(): void {
+    this.source.resume();
   }
 }

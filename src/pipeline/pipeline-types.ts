@@ -1,9 +1,10 @@
 import type { ClusterRegistry } from '../balancer/cluster-types.ts';
 import type { Snapshot, SnapshotStore } from '../config/snapshot-store.ts';
 import type { Cluster, Endpoint } from '../router/route-types.ts';
-import type { AccessLog } from '../telemetry/access-log.ts';
 import type { MeshMetrics, WorkloadIdentity } from '../telemetry/metrics.ts';
+import type { RequestObserver } from '../telemetry/observed-request.ts';
 import type { ResilienceStats } from '../telemetry/resilience-stats.ts';
+import type { Tracer } from '../telemetry/trace-types.ts';
 import type { MtlsMode, UpstreamTls } from '../tls/identity-types.ts';
 import type { Authorizer } from '../tls/policy-types.ts';
 import type { UpstreamClient, UpstreamTarget } from '../upstream/upstream-types.ts';
@@ -37,7 +38,13 @@ export interface PipelineDeps {
   readonly stats: ResilienceStats;
   readonly metrics: MeshMetrics;
   readonly identity: WorkloadIdentity;
-  readonly accessLog: AccessLog | null;
+  /**
+   * Observers of every finished request after the metrics (access log, live stats, tap), in order.
+   * Each must be cheap and never throw; export is their own, batched and asynchronous.
+   */
+  readonly observers?: readonly RequestObserver[];
+  /** Tracing (trace context in and out, spans); absent: trace headers pass through untouched. */
+  readonly tracer?: Tracer;
   /** Random source in [0, 1): fault, mirror and back-off draws. Injected for deterministic tests. */
   readonly random: () => number;
   /** Monotonic milliseconds (the clock the timers run on). */

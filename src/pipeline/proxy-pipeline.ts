@@ -45,7 +45,10 @@ export type { PipelineDeps, Timers } from './pipeline-types.ts';
  *                  never behind them; copies of a body leave when the body has passed to the primary.
  *  12. response    header edits and the balancer's cookie, then status/headers/body streamed with
  *                  backpressure; the attempt's load feedback ends with the body.
- *  13. telemetry   (telemetry-stage.ts) metrics and the access log observe the finished exchange.
+ *  13. telemetry   (telemetry-stage.ts) metrics, then the observers (access log, live stats, tap),
+ *                  then the trace's server span, observe the finished exchange. Tracing also reads
+ *                  the trace context when the request arrives (stage 1) and gives each attempt its
+ *                  own client span and headers (stage 10).
  *
  * Outbound attempts originate mTLS where the destination asks for it (origination-stage.ts, spec
  * §3.7): a plaintext endpoint costs one call to the (caching) origination module.
@@ -120,6 +123,8 @@ export class ProxyPipeline implements ExchangeOwner {
 
   private begin(ex: Exchange): void {
     this.inFlight++;
+    const tracer = this.deps.tracer;
+    if (tracer !== undefined) ex.trace = tracer.start(ex.req.headers, ex.reporter, ex.startedAt);
     ex.res.onAborted(() => ex.onClientGone());
     ex.res.onWritable(() => ex.call?.resume());
   }

@@ -1,13 +1,13 @@
 /**
- * Telemetry observes every finished exchange (metrics, access log); it never answers and never
- * changes the response. It is the only stage that reads the whole exchange.
+ * Telemetry observes every finished exchange (metrics, then the observers: access log, live stats,
+ * tap; then the trace's server span); it never answers and never changes the response. It is the
+ * only stage that reads the whole exchange.
  */
 import type { Endpoint } from '../router/route-types.ts';
 import { istioLabels, type RequestSeries, type SecurityLabels } from '../telemetry/metrics.ts';
 import type { Exchange } from './exchange.ts';
 import { upstreamPrincipal } from './origination-stage.ts';
 import type { PipelineDeps } from './pipeline-types.ts';
-import { headerValue } from './request-target.ts';
 
 const NO_LABELS: Readonly<Record<string, string>> = {};
 
@@ -35,7 +35,7 @@ export class TelemetryStage {
   }
 
   observe(ex: Exchange): void {
-    const { metrics, accessLog, now } = this.deps;
+    const { metrics, now } = this.deps;
     const duration = now() - ex.startedAt;
     const code = ex.res.aborted && !ex.headersSent ? 0 : ex.status;
     const peer = ex.peer;
@@ -60,29 +60,9 @@ export class TelemetryStage {
         duration,
       );
     }
-    if (accessLog !== null) {
-      accessLog.log({
-        start_time: new Date(Date.now() - duration).toISOString(),
-        method: ex.req.method,
-        path: ex.path,
-        protocol: 'HTTP/1.1',
-        response_code: code,
-        response_flags: ex.flags === '' ? '-' : ex.flags,
-        bytes_sent: ex.bytesSent,
-        duration: Math.round(duration),
-        upstream_host: ex.endpoint?.id ?? '-',
-        upstream_cluster: ex.cluster?.name ?? peer.serviceName,
-        authority: ex.authority,
-        x_forwarded_for: headerValue(ex.req.headers, 'x-forwarded-for') ?? '-',
-        request_id: ex.requestId === '' ? '-' : ex.requestId,
-        route_name: ex.routeName === '' ? '-' : ex.routeName,
-        reporter: ex.reporter,
-        response_code_details: ex.details === '' ? '-' : ex.details,
-        upstream_transport_failure_reason: ex.tlsFailure === '' ? '-' : ex.tlsFailure,
-        downstream_peer_uri_san: ex.req.peer?.spiffeId ?? '-',
-        requested_server_name: ex.req.sni ?? '-',
-      });
-    }
+    const observers = this.deps.observers;
+    if (observers !== undefined) for (const o of observers) o.observe(ex, duration, code);
+    ex.trace?.finished(ex, duration, code);
   }
 
   /** The series `metrics.record` would use for `ex` (flags '', sent to `endpoint`), cached. */

@@ -3,6 +3,8 @@
  * usual names. Lines are batched and written asynchronously so the request path never blocks
  * on stdout.
  */
+import type { ObservedRequest, RequestObserver } from './observed-request.ts';
+
 export interface AccessLogEntry {
   readonly start_time: string;
   readonly method: string;
@@ -10,6 +12,7 @@ export interface AccessLogEntry {
   readonly protocol: 'HTTP/1.1';
   readonly response_code: number;
   readonly response_flags: string;
+  readonly bytes_received: number;
   readonly bytes_sent: number;
   readonly duration: number;
   readonly upstream_host: string;
@@ -33,7 +36,7 @@ export interface AccessLogEntry {
   readonly requested_server_name: string;
 }
 
-export class AccessLog {
+export class AccessLog implements RequestObserver {
   private pending: string[] = [];
   private scheduled = false;
 
@@ -41,6 +44,31 @@ export class AccessLog {
 
   constructor(write: (text: string) => void = (t) => process.stdout.write(t)) {
     this.write = write;
+  }
+
+  observe(r: ObservedRequest, durationMs: number, code: number): void {
+    this.log({
+      start_time: new Date(Date.now() - durationMs).toISOString(),
+      method: r.req.method,
+      path: r.path,
+      protocol: 'HTTP/1.1',
+      response_code: code,
+      response_flags: r.flags === '' ? '-' : r.flags,
+      bytes_received: r.bytesReceived,
+      bytes_sent: r.bytesSent,
+      duration: Math.round(durationMs),
+      upstream_host: r.endpoint?.id ?? (r.target === null ? '-' : `${r.target.address}:${r.target.port}`),
+      upstream_cluster: r.cluster?.name ?? r.peer.serviceName,
+      authority: r.authority,
+      x_forwarded_for: header(r, 'x-forwarded-for'),
+      request_id: r.requestId === '' ? '-' : r.requestId,
+      route_name: r.routeName === '' ? '-' : r.routeName,
+      reporter: r.reporter,
+      response_code_details: r.details === '' ? '-' : r.details,
+      upstream_transport_failure_reason: r.tlsFailure === '' ? '-' : r.tlsFailure,
+      downstream_peer_uri_san: r.req.peer?.spiffeId ?? '-',
+      requested_server_name: r.req.sni ?? '-',
+    });
   }
 
   log(entry: AccessLogEntry): void {
@@ -58,4 +86,11 @@ export class AccessLog {
     this.pending = [];
     this.write(text);
   }
+}
+
+/** The first value of a request header, '-' when absent. */
+function header(r: ObservedRequest, name: string): string {
+  const h = r.req.headers;
+  for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1] as string;
+  return '-';
 }

@@ -421,7 +421,7 @@ export function setup(route: () => RouteDecision, script: Script, opts: SetupOpt
       canonicalRevision: 'v1',
       cluster: 'unknown',
     },
-    accessLog,
+    observers: [accessLog],
     random: () => draws[draw++ % draws.length]!,
     now: () => time.now,
     timers: time,

@@ -9,6 +9,7 @@ const entry = (code: number): AccessLogEntry => ({
   protocol: 'HTTP/1.1',
   response_code: code,
   response_flags: '-',
+  bytes_received: 0,
   bytes_sent: 3,
   duration: 1,
   upstream_host: '127.0.0.1:80',
