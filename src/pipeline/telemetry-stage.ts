@@ -43,7 +43,7 @@ export class TelemetryStage {
     const identity = ex.workload?.identity ?? this.deps.identity;
     if (endpoint !== null && ex.flags === '') {
       // The common case (a request forwarded to an endpoint) keeps its series: no key to build.
-      metrics.observe(this.endpointSeries(ex, endpoint, code), duration);
+      metrics.observe(this.endpointSeries(ex, endpoint, code), duration, ex.bytesReceived, ex.bytesSent);
     } else {
       metrics.record(
         metricKey(ex, code),
@@ -58,6 +58,8 @@ export class TelemetryStage {
             this.securityLabels(ex),
           ),
         duration,
+        ex.bytesReceived,
+        ex.bytesSent,
       );
     }
     const observers = this.deps.observers;

@@ -1,6 +1,7 @@
-import { Counter, collectDefaultMetrics, type Metric, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
 import type { ClusterState } from '../balancer/cluster-types.ts';
 import type { WorkloadCertificate } from '../tls/identity-types.ts';
+import { VERSION } from '../version.ts';
 import { ResilienceMetrics } from './resilience-metrics.ts';
 import type { ResilienceStats } from './resilience-stats.ts';
 
@@ -84,16 +85,24 @@ export interface SecurityLabels {
   readonly peerNamespace?: string;
 }
 
-/** One label combination of the request metrics: a counter and a histogram, updated together. */
+/**
+ * One label set of the request metrics: the counter and the three histograms, updated together.
+ * Buckets hold observations per bucket (not cumulative); the last slot of each is +Inf.
+ */
 interface Series {
   readonly key: string;
   readonly labels: IstioLabelValues;
   count: number;
-  sum: number;
-  /** Observations per bucket (not cumulative); the last slot is +Inf. */
-  readonly buckets: Float64Array;
+  durationSum: number;
+  readonly durationBuckets: Float64Array;
+  requestBytesSum: number;
+  readonly requestBuckets: Float64Array;
+  responseBytesSum: number;
+  readonly responseBuckets: Float64Array;
   /** Dropped by a reset: the next observation registers it again under its key. */
   detached: boolean;
+  /** Stands for the label sets refused by the cap. */
+  readonly overflow: boolean;
 }
 
 /**
@@ -108,39 +117,115 @@ type MetricValue = {
   readonly metricName?: string;
 };
 
+/** Default cap on the label sets of the request metrics (see `IstioRequestMetrics`). */
+export const MAX_REQUEST_SERIES = 10_000;
+
+/** Labels an overflow series keeps; every other label of it is `unknown`. */
+const OVERFLOW_KEPT: readonly IstioLabel[] = [
+  'reporter',
+  'request_protocol',
+  'response_code',
+  'grpc_response_status',
+  'response_flags',
+];
+
+/** Index of the first bucket whose upper bound is >= `v` (the +Inf slot when none is). */
+function bucketOf(v: number): number {
+  let i = 0;
+  while (i < ISTIO_BUCKETS.length && v > (ISTIO_BUCKETS[i] as number)) i++;
+  return i;
+}
+
+/** The label values in a fixed order, as one string: two keys with equal labels get equal strings. */
+function labelIdentity(labels: IstioLabelValues): string {
+  let s = '';
+  for (const name of ISTIO_LABELS) s += `${labels[name]}\u0000`;
+  return s;
+}
+
 /**
- * The two Istio request metrics, kept as plain numbers per label combination and handed to
- * prom-client only when it is scraped. prom-client's own children re-hash their 25 labels on every
- * `inc`/`observe` (about a tenth of the proxy's CPU in a profile); here a request costs a Map lookup
- * on a key the pipeline already built, two additions and a short bucket scan.
+ * The Istio request metrics (count, duration, request and response bytes), kept as plain numbers
+ * per label set and handed to prom-client only when it is scraped. prom-client's own children
+ * re-hash their 25 labels on every `inc`/`observe` (about a tenth of the proxy's CPU in a profile);
+ * here a request costs a Map lookup on a key the pipeline already built (or none, for a caller that
+ * keeps its series), a few additions and three short bucket scans.
+ *
+ * Keys are finer than label sets (a key names the endpoint, and two endpoints may carry the same
+ * labels), so keys map onto shared series, one per distinct label set: the exposition never holds
+ * the same label set twice. The number of label sets is capped (`maxSeries`): past the cap a new
+ * label set is folded into an overflow series per reporter, protocol, code and flags, with every
+ * other label `unknown`, and each request recorded there is counted in
+ * `meshlet_metric_series_overflow_total`.
  */
 class IstioRequestMetrics {
-  private readonly series = new Map<string, Series>();
+  /** Series per caller key (several keys may share one series). */
+  private readonly byKey = new Map<string, Series>();
+  /** Series per distinct label set (what is exposed), overflow series included. */
+  private readonly byLabels = new Map<string, Series>();
+  /** Label sets recorded as themselves (the overflow series are not counted against the cap). */
+  private distinct = 0;
+  /** Requests recorded in an overflow series. */
+  overflowed = 0;
+  private readonly maxSeries: number;
+
+  constructor(maxSeries: number) {
+    this.maxSeries = maxSeries;
+  }
 
   get(key: string, labels: () => IstioLabelValues): Series {
-    let s = this.series.get(key);
+    const s = this.byKey.get(key);
+    if (s !== undefined) return s;
+    const values = labels();
+    const identity = labelIdentity(values);
+    let shared = this.byLabels.get(identity);
+    if (shared === undefined) {
+      if (this.distinct < this.maxSeries) {
+        shared = newSeries(key, values, false);
+        this.distinct++;
+        this.byLabels.set(identity, shared);
+      } else {
+        shared = this.overflowSeries(values);
+      }
+    }
+    // Keys are kept up to twice the cap, so that a flood of distinct keys past the cap costs a
+    // label computation per request rather than memory without bound.
+    if (this.byKey.size < 2 * this.maxSeries) this.byKey.set(key, shared);
+    return shared;
+  }
+
+  private overflowSeries(values: IstioLabelValues): Series {
+    const folded: Record<string, string> = {};
+    for (const name of ISTIO_LABELS) folded[name] = 'unknown';
+    for (const name of OVERFLOW_KEPT) folded[name] = values[name];
+    const labels = folded as IstioLabelValues;
+    const identity = labelIdentity(labels);
+    let s = this.byLabels.get(identity);
     if (s === undefined) {
-      s = {
-        key,
-        labels: labels(),
-        count: 0,
-        sum: 0,
-        buckets: new Float64Array(ISTIO_BUCKETS.length + 1),
-        detached: false,
-      };
-      this.series.set(key, s);
+      s = newSeries(identity, labels, true);
+      this.byLabels.set(identity, s);
     }
     return s;
   }
 
-  observe(series: Series, durationMs: number): void {
+  observe(series: Series, durationMs: number, requestBytes: number, responseBytes: number): void {
     let s = series;
     if (s.detached) s = this.get(s.key, () => series.labels);
     s.count++;
-    s.sum += durationMs;
-    let i = 0;
-    while (i < ISTIO_BUCKETS.length && durationMs > (ISTIO_BUCKETS[i] as number)) i++;
-    s.buckets[i] = (s.buckets[i] as number) + 1;
+    s.durationSum += durationMs;
+    let i = bucketOf(durationMs);
+    s.durationBuckets[i] = (s.durationBuckets[i] as number) + 1;
+    s.requestBytesSum += requestBytes;
+    i = bucketOf(requestBytes);
+    s.requestBuckets[i] = (s.requestBuckets[i] as number) + 1;
+    s.responseBytesSum += responseBytes;
+    i = bucketOf(responseBytes);
+    s.responseBuckets[i] = (s.responseBuckets[i] as number) + 1;
+    if (s.overflow) this.overflowed++;
+  }
+
+  /** Label sets exposed now (overflow series included). */
+  get size(): number {
+    return this.byLabels.size;
   }
 
   /** prom-client's metric interface, for `registry.registerMetric`. */
@@ -154,60 +239,128 @@ class IstioRequestMetrics {
       help: this.counter.help,
       type: this.counter.type,
       aggregator: this.counter.aggregator,
-      values: [...this.series.values()].map((s): MetricValue => ({ labels: s.labels, value: s.count })),
+      values: [...this.byLabels.values()].map((s): MetricValue => ({ labels: s.labels, value: s.count })),
     }),
     reset: () => this.clear(),
   };
 
   private clear(): void {
-    for (const s of this.series.values()) s.detached = true;
-    this.series.clear();
+    for (const s of this.byLabels.values()) s.detached = true;
+    this.byKey.clear();
+    this.byLabels.clear();
+    this.distinct = 0;
+    this.overflowed = 0;
   }
 
-  readonly histogram = {
-    name: 'istio_request_duration_milliseconds',
-    help: 'Time from the start of the downstream request to the end of the response, in milliseconds.',
-    type: 'histogram',
-    aggregator: 'sum',
-    get: async () => {
-      const values: MetricValue[] = [];
-      const name = this.histogram.name;
-      for (const s of this.series.values()) {
-        let cumulative = 0;
-        for (let i = 0; i <= ISTIO_BUCKETS.length; i++) {
-          cumulative += s.buckets[i] as number;
-          const le = i < ISTIO_BUCKETS.length ? (ISTIO_BUCKETS[i] as number) : '+Inf';
-          values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${name}_bucket` });
+  readonly duration = this.histogram(
+    'istio_request_duration_milliseconds',
+    'Time from the start of the downstream request to the end of the response, in milliseconds.',
+    (s) => s.durationBuckets,
+    (s) => s.durationSum,
+  );
+
+  readonly requestBytes = this.histogram(
+    'istio_request_bytes',
+    'Request body bytes received from the downstream, per request.',
+    (s) => s.requestBuckets,
+    (s) => s.requestBytesSum,
+  );
+
+  readonly responseBytes = this.histogram(
+    'istio_response_bytes',
+    'Response body bytes sent to the downstream, per request.',
+    (s) => s.responseBuckets,
+    (s) => s.responseBytesSum,
+  );
+
+  private histogram(
+    name: string,
+    help: string,
+    buckets: (s: Series) => Float64Array,
+    sum: (s: Series) => number,
+  ): Metric {
+    const metric = {
+      name,
+      help,
+      type: 'histogram',
+      aggregator: 'sum',
+      get: async () => {
+        const values: MetricValue[] = [];
+        for (const s of this.byLabels.values()) {
+          const b = buckets(s);
+          let cumulative = 0;
+          for (let i = 0; i <= ISTIO_BUCKETS.length; i++) {
+            cumulative += b[i] as number;
+            const le = i < ISTIO_BUCKETS.length ? (ISTIO_BUCKETS[i] as number) : '+Inf';
+            values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${name}_bucket` });
+          }
+          values.push({ labels: s.labels, value: sum(s), metricName: `${name}_sum` });
+          values.push({ labels: s.labels, value: s.count, metricName: `${name}_count` });
         }
-        values.push({ labels: s.labels, value: s.sum, metricName: `${name}_sum` });
-        values.push({ labels: s.labels, value: s.count, metricName: `${name}_count` });
-      }
-      return {
-        name,
-        help: this.histogram.help,
-        type: this.histogram.type,
-        aggregator: this.histogram.aggregator,
-        values,
-      };
-    },
-    reset: () => this.clear(),
+        return { name, help, type: 'histogram', aggregator: 'sum', values };
+      },
+      reset: () => this.clear(),
+    };
+    return metric as unknown as Metric;
+  }
+}
+
+function newSeries(key: string, labels: IstioLabelValues, overflow: boolean): Series {
+  const n = ISTIO_BUCKETS.length + 1;
+  return {
+    key,
+    labels,
+    count: 0,
+    durationSum: 0,
+    durationBuckets: new Float64Array(n),
+    requestBytesSum: 0,
+    requestBuckets: new Float64Array(n),
+    responseBytesSum: 0,
+    responseBuckets: new Float64Array(n),
+    detached: false,
+    overflow,
   };
+}
+
+/** Options of `MeshMetrics`. */
+export interface MeshMetricsOptions {
+  /** Cap on the label sets of the Istio request metrics (default `MAX_REQUEST_SERIES`). */
+  readonly maxRequestSeries?: number;
 }
 
 export class MeshMetrics {
   readonly registry = new Registry();
-  private readonly requests = new IstioRequestMetrics();
+  private readonly requests: IstioRequestMetrics;
   private readonly reloads: Counter<'result'>;
   private resilience: ResilienceMetrics | undefined;
   private readonly authz: Readonly<Record<AuthzOutcome, Counter<'workload'>>>;
   private identities: () => Iterable<CertificateHolder> = () => [];
   private handshakeSources: () => Iterable<HandshakeErrorSource> = () => [];
+  private connectionSources: () => Iterable<ConnectionCountSource> = () => [];
   /** Wall clock (epoch ms) for certificate expiry; injected by tests. */
   private wallClock: () => number = Date.now;
 
-  constructor() {
-    this.registry.registerMetric(this.requests.counter as unknown as Metric);
-    this.registry.registerMetric(this.requests.histogram as unknown as Metric);
+  constructor(options: MeshMetricsOptions = {}) {
+    const requests = new IstioRequestMetrics(options.maxRequestSeries ?? MAX_REQUEST_SERIES);
+    this.requests = requests;
+    this.registry.registerMetric(requests.counter as unknown as Metric);
+    this.registry.registerMetric(requests.duration);
+    this.registry.registerMetric(requests.requestBytes);
+    this.registry.registerMetric(requests.responseBytes);
+    this.registry.registerMetric(
+      scrapedMetric(
+        'meshlet_metric_series_overflow_total',
+        'Requests recorded in an overflow series of the istio_* request metrics because their label set came after the series cap.',
+        'counter',
+        () => [{ labels: {}, value: requests.overflowed }],
+      ),
+    );
+    new Gauge({
+      name: 'istio_build',
+      help: 'Build of this proxy: component="proxy", tag = meshlet version. Always 1.',
+      labelNames: ['component', 'tag'],
+      registers: [this.registry],
+    }).set({ component: 'proxy', tag: VERSION }, 1);
     this.reloads = new Counter({
       name: 'meshlet_config_reloads_total',
       help: 'Configuration reloads by result: applied, rejected (invalid, old configuration kept), unchanged.',
@@ -286,6 +439,34 @@ export class MeshMetrics {
       'Plaintext connections closed by an inbound listener because its PeerAuthentication is STRICT, per listener.',
       (l) => l.plaintextRefused?.(),
     );
+    /** A value read from every listener, per listener. */
+    const connections = (
+      name: string,
+      help: string,
+      type: 'counter' | 'gauge',
+      read: (l: ConnectionCountSource) => number,
+    ): void => {
+      this.registry.registerMetric(
+        scrapedMetric(name, help, type, () => {
+          const values: MetricValue[] = [];
+          for (const l of this.connectionSources())
+            values.push({ labels: { listener: l.name }, value: read(l) });
+          return values;
+        }),
+      );
+    };
+    connections(
+      'meshlet_listener_connections_active',
+      'Downstream connections open on the listener now (TLS ones from accept, before their handshake ends).',
+      'gauge',
+      (l) => l.connectionsActive(),
+    );
+    connections(
+      'meshlet_listener_connections_total',
+      'Downstream connections the listener accepted since start.',
+      'counter',
+      (l) => l.connectionsTotal(),
+    );
     collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_' });
     // prom-client exports three gauges named `*_total`, which `promtool check metrics` refuses
     // (only counters end in `_total`). Each is the sum of the per-type gauge of the same name
@@ -324,6 +505,11 @@ export class MeshMetrics {
     this.handshakeSources = listeners;
   }
 
+  /** Every listener, for the connection counts (`meshlet_listener_connections_*`), read at scrape time. */
+  attachListenerConnections(listeners: () => Iterable<ConnectionCountSource>): void {
+    this.connectionSources = listeners;
+  }
+
   /** An authorization outcome other than a plain allow (allowed requests cost nothing here). */
   authzDecision(workload: string, outcome: AuthzOutcome): void {
     this.authz[outcome].labels(workload).inc();
@@ -336,10 +522,18 @@ export class MeshMetrics {
   /**
    * Records one finished request. `key` identifies the label combination (the caller builds it
    * from values it already has); `labels` is only called on the first request with that key.
+   * `requestBytes`: request body bytes received from the downstream; `responseBytes`: response
+   * body bytes sent to it.
    */
-  record(key: string, labels: () => IstioLabelValues, durationMs: number): void {
+  record(
+    key: string,
+    labels: () => IstioLabelValues,
+    durationMs: number,
+    requestBytes: number,
+    responseBytes: number,
+  ): void {
     const requests = this.requests;
-    requests.observe(requests.get(key, labels), durationMs);
+    requests.observe(requests.get(key, labels), durationMs, requestBytes, responseBytes);
   }
 
   /**
@@ -350,9 +544,14 @@ export class MeshMetrics {
     return this.requests.get(key, labels);
   }
 
-  /** Records one finished request in a series from `requestSeries`. */
-  observe(series: RequestSeries, durationMs: number): void {
-    this.requests.observe(series as Series, durationMs);
+  /** Records one finished request in a series from `requestSeries` (the numbers as for `record`). */
+  observe(series: RequestSeries, durationMs: number, requestBytes: number, responseBytes: number): void {
+    this.requests.observe(series as Series, durationMs, requestBytes, responseBytes);
+  }
+
+  /** Label sets of the request metrics exposed now (overflow series included). */
+  get requestSeriesCount(): number {
+    return this.requests.size;
   }
 
   async exposition(): Promise<string> {
@@ -380,6 +579,13 @@ export interface HandshakeErrorSource {
   tlsHandshakeErrors?(): number;
   /** Plaintext connections closed because the port is STRICT. */
   plaintextRefused?(): number;
+}
+
+/** A listener's connection counts, kept by its engine as plain numbers. */
+export interface ConnectionCountSource {
+  readonly name: string;
+  connectionsActive(): number;
+  connectionsTotal(): number;
 }
 
 /** A metric whose values are computed when `/metrics` is scraped (nothing is kept between scrapes). */

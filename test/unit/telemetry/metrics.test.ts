@@ -56,10 +56,10 @@ t.test('canonical service and revision fall back as Istio does', async (t) => {
 t.test('counter and histogram exposition', async (t) => {
   const m = new MeshMetrics();
   const labels = () => istioLabels('source', self, peer, {}, 200, '');
-  m.record('k200', labels, 0.3);
-  m.record('k200', labels, 7);
-  m.record('k200', labels, 4000000);
-  m.record('k503', () => istioLabels('source', self, peer, {}, 503, 'UF'), 12);
+  m.record('k200', labels, 0.3, 0, 64);
+  m.record('k200', labels, 7, 3, 700);
+  m.record('k200', labels, 4000000, 20000, 0);
+  m.record('k503', () => istioLabels('source', self, peer, {}, 503, 'UF'), 12, 0, 0);
   m.reload('rejected');
   const text = await m.exposition();
   t.match(text, /# TYPE istio_requests_total counter/);
@@ -84,6 +84,25 @@ t.test('counter and histogram exposition', async (t) => {
   t.match(text, /istio_request_duration_milliseconds_bucket\{[^}]*response_code="200"[^}]*le="\+Inf"\} 3\n/);
   t.match(text, /istio_request_duration_milliseconds_sum\{[^}]*response_code="200"[^}]*\} 4000007\.3\n/);
   t.match(text, /istio_request_duration_milliseconds_count\{[^}]*response_code="200"[^}]*\} 3\n/);
+  t.match(text, /# TYPE istio_request_bytes histogram/);
+  t.match(text, /# TYPE istio_response_bytes histogram/);
+  t.match(
+    text,
+    /istio_request_bytes_bucket\{[^}]*response_code="200"[^}]*le="0\.5"\} 1\n/,
+    'no body: 0 bytes',
+  );
+  t.match(text, /istio_request_bytes_bucket\{[^}]*response_code="200"[^}]*le="1"\} 1\n/);
+  t.match(text, /istio_request_bytes_bucket\{[^}]*response_code="200"[^}]*le="5"\} 2\n/);
+  t.match(text, /istio_request_bytes_bucket\{[^}]*response_code="200"[^}]*le="10000"\} 2\n/);
+  t.match(text, /istio_request_bytes_bucket\{[^}]*response_code="200"[^}]*le="30000"\} 3\n/);
+  t.match(text, /istio_request_bytes_sum\{[^}]*response_code="200"[^}]*\} 20003\n/);
+  t.match(text, /istio_request_bytes_count\{[^}]*response_code="200"[^}]*\} 3\n/);
+  t.match(text, /istio_response_bytes_bucket\{[^}]*response_code="200"[^}]*le="50"\} 1\n/);
+  t.match(text, /istio_response_bytes_bucket\{[^}]*response_code="200"[^}]*le="100"\} 2\n/);
+  t.match(text, /istio_response_bytes_bucket\{[^}]*response_code="200"[^}]*le="1000"\} 3\n/);
+  t.match(text, /istio_response_bytes_sum\{[^}]*response_code="200"[^}]*\} 764\n/);
+  t.match(text, /istio_response_bytes_sum\{[^}]*response_code="503"[^}]*\} 0\n/);
+  t.match(text, /# TYPE istio_build gauge\nistio_build\{component="proxy",tag="\d+\.\d+\.\d+[^"]*"\} 1\n/);
   t.match(text, /meshlet_config_reloads_total\{result="rejected"\} 1\n/);
   t.match(text, /meshlet_config_reloads_total\{result="applied"\} 0\n/);
   t.match(text, /meshlet_process_cpu_seconds_total/);
@@ -153,4 +172,85 @@ t.test('certificate metrics are computed at scrape time; handshake errors per li
   t.match(text, /meshlet_certificate_rotations_total\{[^}]*\} 2/);
   t.match(text, /# TYPE meshlet_certificate_expiry_seconds gauge/);
   t.match(text, /# TYPE meshlet_certificate_rotations_total counter/);
+});
+
+t.test('keys with equal labels share one series: no duplicate in the exposition', async (t) => {
+  const m = new MeshMetrics();
+  // Two endpoints of reviews with the same app/version labels: two keys, one label set.
+  const labels = () => istioLabels('source', self, peer, { app: 'reviews', version: 'v1' }, 200, '');
+  m.record('ep1|200', labels, 1, 0, 10);
+  m.record('ep2|200', labels, 2, 0, 10);
+  const s1 = m.requestSeries('ep1|200', labels);
+  const s2 = m.requestSeries('ep2|200', labels);
+  t.equal(s1, s2, 'the same series object');
+  m.observe(s2, 3, 0, 10);
+  const text = await m.exposition();
+  const lines = text.split('\n').filter((l) => l.startsWith('istio_requests_total{'));
+  t.equal(lines.length, 1, 'one istio_requests_total series');
+  t.match(lines[0], / 3$/);
+  t.equal(m.requestSeriesCount, 1);
+});
+
+t.test('past the series cap, new label sets fold into overflow series and are counted', async (t) => {
+  const m = new MeshMetrics({ maxRequestSeries: 2 });
+  const svc = (name: string) => ({
+    serviceFqdn: `${name}.default.svc.cluster.local`,
+    serviceName: name,
+    serviceNamespace: 'default',
+  });
+  const rec = (name: string, code: number, flags = '') =>
+    m.record(
+      `${name}|${code}|${flags}`,
+      () => istioLabels('source', self, svc(name), {}, code, flags),
+      5,
+      0,
+      0,
+    );
+  rec('a', 200);
+  rec('b', 200);
+  rec('a', 200);
+  t.equal(m.requestSeriesCount, 2);
+  rec('c', 200);
+  rec('d', 200);
+  rec('e', 503, 'UF');
+  rec('a', 200);
+  const text = await m.exposition();
+  t.notMatch(text, /destination_service_name="c"/, 'the third service gets no series of its own');
+  t.notMatch(text, /destination_service_name="d"/);
+  t.match(
+    text,
+    /istio_requests_total\{[^}]*destination_service_name="a"[^}]*\} 3\n/,
+    'series under the cap keep counting',
+  );
+  const overflow200 = text
+    .split('\n')
+    .filter((l) => l.startsWith('istio_requests_total{') && l.includes('destination_service_name="unknown"'));
+  t.equal(overflow200.length, 2, 'one overflow series per code and flags');
+  t.match(
+    overflow200.join('\n'),
+    /reporter="source"[^}]*response_code="200"[^}]*response_flags="-"[^}]*\} 2/,
+  );
+  t.match(overflow200.join('\n'), /response_code="503"[^}]*response_flags="UF"[^}]*\} 1/);
+  t.match(text, /source_workload="unknown"/, 'the overflow series hold no other value');
+  t.match(text, /meshlet_metric_series_overflow_total 3\n/);
+  t.equal(m.requestSeriesCount, 4);
+});
+
+t.test('listener connection counts are read at scrape time', async (t) => {
+  const m = new MeshMetrics();
+  let active = 2;
+  m.attachListenerConnections(() => [
+    { name: 'outbound', connectionsActive: () => active, connectionsTotal: () => 9 },
+    { name: 'inbound', connectionsActive: () => 0, connectionsTotal: () => 0 },
+  ]);
+  let text = await m.exposition();
+  t.match(text, /# TYPE meshlet_listener_connections_active gauge/);
+  t.match(text, /# TYPE meshlet_listener_connections_total counter/);
+  t.match(text, /meshlet_listener_connections_active\{listener="outbound"\} 2\n/);
+  t.match(text, /meshlet_listener_connections_total\{listener="outbound"\} 9\n/);
+  t.match(text, /meshlet_listener_connections_total\{listener="inbound"\} 0\n/);
+  active = 1;
+  text = await m.exposition();
+  t.match(text, /meshlet_listener_connections_active\{listener="outbound"\} 1\n/);
+  t.match(text, /# TYPE meshlet_nodejs_eventloop_lag_p99_seconds gauge/, "prom-client's event-loop lag");
 });

@@ -6,7 +6,7 @@ import type {
   ClusterStatus,
   EndpointStatus,
 } from '../../../src/balancer/cluster-types.ts';
-import { MeshMetrics } from '../../../src/telemetry/metrics.ts';
+import { istioLabels, MeshMetrics } from '../../../src/telemetry/metrics.ts';
 import { ResilienceStats } from '../../../src/telemetry/resilience-stats.ts';
 
 /** A cluster state that only answers `status()`, with counters the test bumps by hand. */
@@ -190,6 +190,70 @@ t.test('the whole exposition passes promtool check metrics', async (t) => {
     () => 0,
   );
   m.reload('applied');
+  // Every metric family present: Istio's request metrics (two label sets, one with a body), the
+  // overflow counter past a cap of 2, identities, listeners.
+  const self = {
+    workload: 'productpage',
+    namespace: 'default',
+    app: 'productpage',
+    version: 'v1',
+    canonicalService: 'productpage',
+    canonicalRevision: 'v1',
+    cluster: 'unknown',
+  };
+  const peer = {
+    serviceFqdn: 'reviews.default.svc.cluster.local',
+    serviceName: 'reviews',
+    serviceNamespace: 'default',
+  };
+  const full = new MeshMetrics({ maxRequestSeries: 2 });
+  for (const [code, flags] of [
+    [200, ''],
+    [503, 'UF'],
+    [404, 'NR'],
+  ] as const)
+    full.record(
+      `${code}`,
+      () => istioLabels('source', self, peer, { app: 'reviews' }, code, flags),
+      12,
+      100,
+      2000,
+    );
+  full.attachListenerConnections(() => [
+    { name: 'outbound', connectionsActive: () => 1, connectionsTotal: () => 3 },
+  ]);
+  full.attachListeners(() => [{ name: 'inbound', tlsHandshakeErrors: () => 1, plaintextRefused: () => 0 }]);
+  full.attachIdentities(() => [
+    {
+      spiffeId: 'spiffe://cluster.local/ns/default/sa/a',
+      current: () => ({ notAfter: new Date(0) }) as never,
+      rotations: 0,
+    },
+  ]);
+  full.attachResilience(
+    () => [a],
+    stats,
+    () => 0,
+  );
+  const fullText = await full.exposition();
+  t.match(fullText, /istio_response_bytes_bucket/);
+  t.match(fullText, /meshlet_metric_series_overflow_total 1\n/);
+  const fullRun = spawnSync('promtool', ['check', 'metrics'], {
+    input: fullText,
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  t.equal(fullRun.error, undefined, 'promtool runs');
+  // Istio's duration histogram is in milliseconds, not the base unit: promtool notes that (exit
+  // code 3: lint findings, no parse error), and that is all it may say. The `_bytes` histograms
+  // are in base units already.
+  t.equal(fullRun.status, 3, "promtool's exit code for lint findings only");
+  t.same(
+    `${fullRun.stdout}${fullRun.stderr}`.trim().split('\n'),
+    ['istio_request_duration_milliseconds use base unit "seconds" instead of "milliseconds"'],
+    `only the note on Istio's unit name: ${fullRun.stdout}${fullRun.stderr}`,
+  );
+
   const text = await m.exposition();
   t.notMatch(text, /nodejs_active_\w+_total/, "prom-client's gauges named _total are left out");
   t.match(text, /# TYPE meshlet_nodejs_active_handles gauge/, 'their per-type gauges stay');
