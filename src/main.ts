@@ -26,6 +26,7 @@ import { AccessLog } from './telemetry/access-log.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
 import { ResilienceStats } from './telemetry/resilience-stats.ts';
+import { startTracing } from './telemetry/tracing/start-tracing.ts';
 import { compileAuthorizer } from './tls/authorization.ts';
 import { createFileIdentity, createIssuingIdentity, loadCaFiles } from './tls/identity-source.ts';
 import type { IdentitySource, SpiffeId, WorkloadCertificate } from './tls/identity-types.ts';
@@ -388,6 +389,9 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     resolver,
     connections: (id) => upstream.connections(id),
   });
+  // Tracing (settings.tracing null: no collector, trace headers pass through as they are).
+  const tracing =
+    settings.tracing === null ? null : startTracing(settings.tracing, metrics.registry, now, logger);
   const stats = new ResilienceStats();
   metrics.attachResilience(() => clusters.all(), stats);
   const pipeline = new ProxyPipeline({
@@ -398,6 +402,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     metrics,
     identity: sidecar.identity,
     observers: settings.accessLog.enabled ? [new AccessLog()] : [],
+    ...(tracing === null ? {} : { tracer: tracing.tracer }),
     random: Math.random,
     now,
     requestId: randomUUID,
@@ -603,6 +608,8 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
         in_flight: pipeline.inFlight,
       },
     );
+    // The spans of the drained requests go to the collector before the process ends (bounded wait).
+    await tracing?.exporter.shutdown(2000);
     for (const l of listeners) l.close();
     clusters.close();
     resolver.close();
