@@ -3,7 +3,11 @@ import type { ClusterState, ClusterStatus, EndpointStatus } from '../balancer/cl
 import type { SnapshotStore } from '../config/snapshot-store.ts';
 import type { Listener } from '../listener/listener-types.ts';
 import type { Cluster } from '../router/route-types.ts';
+import type { StatsSnapshot } from '../telemetry/live-stats-types.ts';
+import { LOG_LEVELS, type Logger, type LogLevel } from '../telemetry/logger.ts';
 import type { MeshMetrics } from '../telemetry/metrics.ts';
+import { parseTapQuery, type Tap } from '../telemetry/tap.ts';
+import { DASHBOARD_HTML } from './dashboard.ts';
 
 /**
  * The admin port (loopback by default). It observes the proxy and never sits on the request path:
@@ -35,6 +39,20 @@ export interface AdminDeps {
    * deadlines can be shown relative to now.
    */
   readonly now?: () => number;
+  /** Live percentiles for `/stats` (without it `/stats` answers 501). */
+  readonly stats?: { snapshot(): StatsSnapshot };
+  /** The request stream of `/tap` (without it `/tap` answers 501). */
+  readonly tap?: Tap;
+  /** The process logger, whose level `/logging` reads and changes. */
+  readonly logger?: Logger;
+  /**
+   * `POST /drain`: stop accepting new connections on every listener and report draining, while
+   * in-flight requests finish and the process keeps running. Called once per request; must be
+   * idempotent.
+   */
+  readonly drain?: () => void;
+  /** `POST /shutdown`: stop as SIGTERM does (drain, then exit 0). Called after the reply is sent. */
+  readonly shutdown?: () => void;
 }
 
 export type ReloadOutcome =
@@ -48,13 +66,21 @@ export type ReloadOutcome =
   | { readonly result: 'rejected'; readonly errors: readonly string[] };
 
 const ENDPOINTS = [
-  'GET  /ready        200 once the configuration is compiled, every listener is bound and (with an identity) a certificate is held',
+  'GET  /             the dashboard (HTML)',
+  'GET  /help         this list',
+  'GET  /ready        200 once the configuration is compiled, every listener is bound and (with an identity) a certificate is held; 503 while draining',
   'GET  /live         200 while the process runs',
   'GET  /metrics      Prometheus exposition (Istio standard metrics, meshlet_*)',
+  'GET  /stats        live rate, error rate and p50/p90/p99/p99.9 per service and route over 10 s and 60 s, recent errors (JSON; ?pretty)',
+  'GET  /tap          live stream of finished requests (server-sent events); filters: authority, path_prefix, method, status (503 or 5xx), reporter; limit=N',
   'GET  /config_dump  the active resources, version and hash (JSON)',
   'GET  /clusters     clusters, endpoints and their live state (JSON; ?format=text: one line per value)',
   'GET  /listeners    bound listeners, ports and engines (JSON)',
-  'POST /reload       re-read the configuration now',
+  'GET  /logging      the current log level (JSON)',
+  'POST /logging      ?level=debug|info|warn|error: change the log level now (loopback only)',
+  'POST /reload       re-read the configuration now (loopback only)',
+  'POST /drain        stop accepting new connections, /ready 503, in-flight requests finish; the process stays up (loopback only)',
+  'POST /shutdown     drain and exit 0, as SIGTERM (loopback only)',
 ];
 
 export async function startAdminServer(
@@ -80,84 +106,282 @@ export async function startAdminServer(
   return { server, port: bound };
 }
 
+/**
+ * True for loopback peers: 127.0.0.0/8, ::1 and IPv4-mapped 127.x. The state-changing endpoints
+ * (reload, logging, drain, shutdown) answer only these, also when the admin port is bound to every
+ * address for probes and scrapes from outside.
+ */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  if (address === '::1') return true;
+  const v4 = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : address;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, url: URL, deps: AdminDeps) => Promise<void> | void;
+
+/** Per path, per method. A known path asked with another method gets 405 with `Allow`. */
+const ROUTES: ReadonlyMap<string, Readonly<Record<string, Handler>>> = new Map<
+  string,
+  Readonly<Record<string, Handler>>
+>([
+  ['/', { GET: (_q, res) => send(res, 200, 'text/html; charset=utf-8', DASHBOARD_HTML) }],
+  [
+    '/help',
+    {
+      GET: (_q, res, _u, deps) =>
+        send(res, 200, 'text/plain', `meshlet ${deps.version} admin\n\n${ENDPOINTS.join('\n')}\n`),
+    },
+  ],
+  ['/live', { GET: (_q, res) => send(res, 200, 'text/plain', 'live\n') }],
+  ['/ready', { GET: (_q, res, _u, deps) => ready(res, deps) }],
+  [
+    '/metrics',
+    {
+      GET: async (_q, res, _u, deps) =>
+        send(res, 200, deps.metrics.contentType, await deps.metrics.exposition()),
+    },
+  ],
+  ['/config_dump', { GET: (_q, res, _u, deps) => configDump(res, deps) }],
+  ['/clusters', { GET: (_q, res, url, deps) => clusters(res, url, deps) }],
+  [
+    '/listeners',
+    {
+      GET: (_q, res, _u, deps) =>
+        json(
+          res,
+          200,
+          deps.listeners().map((l) => ({
+            name: l.name,
+            host: l.host,
+            port: l.port,
+            engine: l.engine,
+            in_flight: l.inFlight(),
+          })),
+        ),
+    },
+  ],
+  ['/stats', { GET: (_q, res, url, deps) => stats(res, url, deps) }],
+  ['/tap', { GET: (req, res, url, deps) => tap(req, res, url, deps) }],
+  [
+    '/logging',
+    {
+      GET: (_q, res, _u, deps) => logging(res, null, deps),
+      POST: (req, res, url, deps) => {
+        if (guard(req, res)) logging(res, url, deps);
+      },
+    },
+  ],
+  [
+    '/reload',
+    {
+      POST: async (req, res, _u, deps) => {
+        if (!guard(req, res)) return;
+        const outcome = await deps.reload();
+        json(res, outcome.result === 'rejected' ? 400 : 200, outcome);
+      },
+    },
+  ],
+  [
+    '/drain',
+    {
+      POST: (req, res, _u, deps) => {
+        if (!guard(req, res)) return;
+        if (deps.drain === undefined) {
+          send(res, 501, 'text/plain', 'drain is not available in this process\n');
+          return;
+        }
+        const already = deps.draining();
+        deps.drain();
+        send(
+          res,
+          200,
+          'text/plain',
+          already
+            ? 'already draining\n'
+            : 'draining: new connections are refused, in-flight requests finish, /ready answers 503; the process keeps running\n',
+        );
+      },
+    },
+  ],
+  [
+    '/shutdown',
+    {
+      POST: (req, res, _u, deps) => {
+        if (!guard(req, res)) return;
+        const shutdown = deps.shutdown;
+        if (shutdown === undefined) {
+          send(res, 501, 'text/plain', 'shutdown is not available in this process\n');
+          return;
+        }
+        // The reply goes out first: the shutdown closes this server and its connections.
+        res.once('finish', () => setImmediate(shutdown));
+        send(res, 202, 'text/plain', 'shutting down: draining, then exit\n');
+      },
+    },
+  ],
+]);
+
 async function handle(req: IncomingMessage, res: ServerResponse, deps: AdminDeps): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
-  const route = `${req.method ?? 'GET'} ${url.pathname}`;
-  switch (route) {
-    case 'GET /':
-      send(res, 200, 'text/plain', `meshlet ${deps.version} admin\n\n${ENDPOINTS.join('\n')}\n`);
-      return;
-    case 'GET /live':
-      send(res, 200, 'text/plain', 'live\n');
-      return;
-    case 'GET /ready': {
-      const reason = deps.notReadyReason?.() ?? null;
-      if (deps.draining()) send(res, 503, 'text/plain', 'draining\n');
-      else if (!deps.ready())
-        send(res, 503, 'text/plain', 'not ready: configuration or listeners not up yet\n');
-      else if (reason !== null) send(res, 503, 'text/plain', `not ready: ${reason}\n`);
-      else send(res, 200, 'text/plain', 'ready\n');
-      return;
-    }
-    case 'GET /metrics':
-      send(res, 200, deps.metrics.contentType, await deps.metrics.exposition());
-      return;
-    case 'GET /config_dump': {
-      const store = deps.store();
-      if (store === null) {
-        send(res, 503, 'text/plain', 'no configuration loaded yet\n');
-        return;
-      }
-      const s = store.current;
-      json(res, 200, {
-        version: s.version,
-        hash: s.hash,
-        loaded_at: s.loadedAt.toISOString(),
-        files: s.bundle.files,
-        outbound_traffic_policy: s.outboundTrafficPolicy,
-        warnings: s.bundle.issues.filter((i) => i.severity === 'warning').length,
-        resources: s.bundle.documents,
-      });
-      return;
-    }
-    case 'GET /clusters': {
-      const format = url.searchParams.get('format') ?? 'json';
-      if (format !== 'json' && format !== 'text') {
-        send(res, 400, 'text/plain', `unknown format ${format}; use json or text\n`);
-        return;
-      }
-      const store = deps.store();
-      const view = clustersView(
-        store === null ? [] : store.current.routes.clusters.values(),
-        deps.clusters?.() ?? [],
-        (deps.now ?? (() => performance.now()))(),
-      );
-      if (format === 'text') send(res, 200, 'text/plain', clustersText(view));
-      else json(res, 200, view);
-      return;
-    }
-    case 'GET /listeners':
-      json(
-        res,
-        200,
-        deps.listeners().map((l) => ({
-          name: l.name,
-          host: l.host,
-          port: l.port,
-          engine: l.engine,
-          in_flight: l.inFlight(),
-        })),
-      );
-      return;
-    case 'POST /reload': {
-      const outcome = await deps.reload();
-      json(res, outcome.result === 'rejected' ? 400 : 200, outcome);
-      return;
-    }
-    default:
-      if (url.pathname === '/reload') send(res, 405, 'text/plain', 'use POST /reload\n');
-      else send(res, 404, 'text/plain', `unknown admin endpoint ${url.pathname}; GET / lists them\n`);
+  const methods = ROUTES.get(url.pathname);
+  if (methods === undefined) {
+    send(res, 404, 'text/plain', `unknown admin endpoint ${url.pathname}; GET /help lists them\n`);
+    return;
   }
+  const handler = methods[req.method ?? 'GET'];
+  if (handler === undefined) {
+    const allow = Object.keys(methods).join(', ');
+    res.setHeader('allow', allow);
+    send(res, 405, 'text/plain', `${req.method ?? ''} ${url.pathname} is not allowed; use ${allow}\n`);
+    return;
+  }
+  await handler(req, res, url, deps);
+}
+
+/**
+ * Lets a state-changing request through, or answers 403 saying why: only loopback callers may
+ * change the process, and a browser page of another origin may not (a cross-site form POST to
+ * 127.0.0.1 would otherwise reach these endpoints from any site the operator visits).
+ */
+function guard(req: IncomingMessage, res: ServerResponse): boolean {
+  const from = req.socket.remoteAddress;
+  const what = `${req.method ?? ''} ${new URL(req.url ?? '/', 'http://admin').pathname}`;
+  if (!isLoopback(from)) {
+    send(
+      res,
+      403,
+      'text/plain',
+      `forbidden: ${what} is only accepted from loopback (127.0.0.0/8, ::1); this request came from ${from ?? 'an unknown address'}\n`,
+    );
+    return false;
+  }
+  const origin = req.headers.origin;
+  if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) {
+    send(res, 403, 'text/plain', `forbidden: ${what} from a page of another origin (${origin})\n`);
+    return false;
+  }
+  return true;
+}
+
+function ready(res: ServerResponse, deps: AdminDeps): void {
+  const reason = deps.notReadyReason?.() ?? null;
+  if (deps.draining()) send(res, 503, 'text/plain', 'draining\n');
+  else if (!deps.ready()) send(res, 503, 'text/plain', 'not ready: configuration or listeners not up yet\n');
+  else if (reason !== null) send(res, 503, 'text/plain', `not ready: ${reason}\n`);
+  else send(res, 200, 'text/plain', 'ready\n');
+}
+
+function configDump(res: ServerResponse, deps: AdminDeps): void {
+  const store = deps.store();
+  if (store === null) {
+    send(res, 503, 'text/plain', 'no configuration loaded yet\n');
+    return;
+  }
+  const s = store.current;
+  json(res, 200, {
+    version: s.version,
+    hash: s.hash,
+    loaded_at: s.loadedAt.toISOString(),
+    files: s.bundle.files,
+    outbound_traffic_policy: s.outboundTrafficPolicy,
+    warnings: s.bundle.issues.filter((i) => i.severity === 'warning').length,
+    resources: s.bundle.documents,
+  });
+}
+
+function clusters(res: ServerResponse, url: URL, deps: AdminDeps): void {
+  const format = url.searchParams.get('format') ?? 'json';
+  if (format !== 'json' && format !== 'text') {
+    send(res, 400, 'text/plain', `unknown format ${format}; use json or text\n`);
+    return;
+  }
+  const store = deps.store();
+  const view = clustersView(
+    store === null ? [] : store.current.routes.clusters.values(),
+    deps.clusters?.() ?? [],
+    (deps.now ?? (() => performance.now()))(),
+  );
+  if (format === 'text') send(res, 200, 'text/plain', clustersText(view));
+  else json(res, 200, view);
+}
+
+function stats(res: ServerResponse, url: URL, deps: AdminDeps): void {
+  if (deps.stats === undefined) {
+    send(res, 501, 'text/plain', 'live stats are not available in this process\n');
+    return;
+  }
+  const snapshot = deps.stats.snapshot();
+  const body = url.searchParams.has('pretty') ? JSON.stringify(snapshot, null, 2) : JSON.stringify(snapshot);
+  send(res, 200, 'application/json', `${body}\n`);
+}
+
+function tap(req: IncomingMessage, res: ServerResponse, url: URL, deps: AdminDeps): void {
+  if (deps.tap === undefined) {
+    send(res, 501, 'text/plain', 'the tap is not available in this process\n');
+    return;
+  }
+  const query = parseTapQuery(url.searchParams);
+  if ('error' in query) {
+    send(res, 400, 'text/plain', `${query.error}\n`);
+    return;
+  }
+  let ended = false;
+  const sub = deps.tap.subscribe(
+    query.filter,
+    {
+      write: (chunk) => {
+        res.write(chunk);
+      },
+      // What the response holds plus what its socket has not sent yet.
+      buffered: () => res.writableLength,
+      end: () => {
+        if (ended) return;
+        ended = true;
+        res.end();
+        // A client that stopped reading never takes the rest: let its connection go.
+        setTimeout(() => res.destroy(), 5000).unref();
+      },
+    },
+    query.limit,
+  );
+  if (sub === null) {
+    send(res, 503, 'text/plain', 'too many tap subscribers; try again later\n');
+    return;
+  }
+  res.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+  });
+  // A first comment sends the head now, so a client sees the stream open before any request.
+  res.write(': meshlet tap\n\n');
+  res.once('close', () => sub.close());
+  req.once('close', () => sub.close());
+}
+
+function logging(res: ServerResponse, url: URL | null, deps: AdminDeps): void {
+  const logger = deps.logger;
+  if (logger === undefined) {
+    send(res, 501, 'text/plain', 'the logger is not available in this process\n');
+    return;
+  }
+  if (url === null) {
+    json(res, 200, { level: logger.level, levels: LOG_LEVELS });
+    return;
+  }
+  const level = url.searchParams.get('level');
+  if (level === null || !(LOG_LEVELS as readonly string[]).includes(level)) {
+    send(res, 400, 'text/plain', `level=${level ?? ''}: use ?level=${LOG_LEVELS.join('|')}\n`);
+    return;
+  }
+  const previous = logger.level;
+  logger.level = level as LogLevel;
+  // Logged at the higher of the two levels, so the line shows under both settings.
+  const at =
+    LOG_LEVELS.indexOf(previous) > LOG_LEVELS.indexOf(level as LogLevel) ? previous : (level as LogLevel);
+  logger.log(at, 'log level changed', { from: previous, to: level });
+  json(res, 200, { level, previous });
 }
 
 /** The counters of one cluster in `/clusters` (monotonic while the cluster is configured). */

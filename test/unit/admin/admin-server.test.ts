@@ -1,12 +1,22 @@
 import type { Server } from 'node:http';
 import t from 'tap';
-import { type AdminDeps, clustersView, startAdminServer } from '../../../src/admin/admin-server.ts';
+import {
+  type AdminDeps,
+  clustersView,
+  isLoopback,
+  startAdminServer,
+} from '../../../src/admin/admin-server.ts';
+import { DASHBOARD_HTML } from '../../../src/admin/dashboard.ts';
 import type { ClusterState, ClusterStatus, EndpointStatus } from '../../../src/balancer/cluster-types.ts';
 import type { ConfigBundle } from '../../../src/config/resource-types.ts';
 import { SnapshotStore } from '../../../src/config/snapshot-store.ts';
 import type { Cluster, Endpoint } from '../../../src/router/route-types.ts';
+import { LiveStats } from '../../../src/telemetry/live-stats.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
 import { MeshMetrics } from '../../../src/telemetry/metrics.ts';
+import type { ObservedRequest } from '../../../src/telemetry/observed-request.ts';
 import { ResilienceStats } from '../../../src/telemetry/resilience-stats.ts';
+import { Tap } from '../../../src/telemetry/tap.ts';
 
 const HOST = 'reviews.default.svc.cluster.local';
 const V1 = `outbound|9080|v1|${HOST}`;
@@ -160,7 +170,13 @@ function store(clusters: Cluster[]): SnapshotStore {
 
 async function withAdmin(
   over: Partial<AdminDeps>,
-  body: (get: (path: string) => Promise<{ status: number; type: string; text: string }>) => Promise<void>,
+  body: (
+    get: (
+      path: string,
+      init?: RequestInit,
+    ) => Promise<{ status: number; type: string; text: string; headers: Headers }>,
+    port: number,
+  ) => Promise<void>,
 ): Promise<void> {
   const deps: AdminDeps = {
     store: () => store([v1, v2]),
@@ -175,10 +191,18 @@ async function withAdmin(
   };
   const { server, port }: { server: Server; port: number } = await startAdminServer('127.0.0.1', 0, deps);
   try {
-    await body(async (path) => {
-      const res = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) });
-      return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
-    });
+    await body(async (path, init = {}) => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        signal: AbortSignal.timeout(5000),
+        ...init,
+      });
+      return {
+        status: res.status,
+        type: res.headers.get('content-type') ?? '',
+        text: await res.text(),
+        headers: res.headers,
+      };
+    }, port);
   } finally {
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -342,30 +366,229 @@ t.test('GET /metrics serves the resilience metrics once attached', async (t) => 
   });
 });
 
-t.test('GET / lists the endpoints', async (t) => {
+t.test('GET /help lists the endpoints, GET / serves the dashboard', async (t) => {
   await withAdmin({}, async (get) => {
-    const res = await get('/');
-    t.match(res.text, /GET {2}\/clusters .*format=text/);
+    const help = await get('/help');
+    t.match(help.text, /GET {2}\/clusters .*format=text/);
+    for (const e of [
+      'GET  /stats',
+      'GET  /tap',
+      'GET  /logging',
+      'POST /logging',
+      'POST /drain',
+      'POST /shutdown',
+    ])
+      t.match(help.text, e);
+    const page = await get('/');
+    t.equal(page.status, 200);
+    t.match(page.type, /^text\/html/);
+    t.equal(page.text, DASHBOARD_HTML);
   });
 });
 
-t.test('GET /ready: 503 with the reason while a workload certificate is missing', async (t) => {
-  let reason: string | null = 'no workload certificate yet for spiffe://cluster.local/ns/default/sa/a';
-  await withAdmin({ notReadyReason: () => reason }, async (get) => {
-    const waiting = await get('/ready');
-    t.equal(waiting.status, 503);
-    t.equal(
-      waiting.text,
-      'not ready: no workload certificate yet for spiffe://cluster.local/ns/default/sa/a\n',
-    );
-    reason = null;
-    const ready = await get('/ready');
-    t.same([ready.status, ready.text], [200, 'ready\n']);
+t.test('unknown paths 404, wrong methods 405 with Allow', async (t) => {
+  await withAdmin({}, async (get) => {
+    const missing = await get('/nope');
+    t.equal(missing.status, 404);
+    t.match(missing.text, /unknown admin endpoint \/nope; GET \/help lists them/);
+    const reload = await get('/reload');
+    t.equal(reload.status, 405);
+    t.equal(reload.headers.get('allow'), 'POST');
+    const stats = await get('/stats', { method: 'POST' });
+    t.equal(stats.status, 405);
+    t.equal(stats.headers.get('allow'), 'GET');
+    t.equal((await get('/logging', { method: 'DELETE' })).headers.get('allow'), 'GET, POST');
   });
-  await withAdmin({ notReadyReason: () => 'x', ready: () => false }, async (get) => {
-    t.match((await get('/ready')).text, /configuration or listeners not up yet/, 'start-up comes first');
+});
+
+t.test('GET /stats: the snapshot, compact or ?pretty', async (t) => {
+  let now = 5000;
+  const live = new LiveStats({ now: () => now, wallClock: () => 0 });
+  now = 7500;
+  await withAdmin({ stats: live }, async (get) => {
+    const res = await get('/stats');
+    t.equal(res.status, 200);
+    t.match(res.type, /application\/json/);
+    t.equal(res.text.trimEnd().split('\n').length, 1, 'one line');
+    t.same(JSON.parse(res.text), {
+      time: '1970-01-01T00:00:00.000Z',
+      uptime_s: 2.5,
+      windows: [10, 60],
+      services: [],
+      routes: [],
+      recent_errors: [],
+    });
+    const pretty = await get('/stats?pretty');
+    t.ok(pretty.text.split('\n').length > 5);
+    t.same(JSON.parse(pretty.text), JSON.parse(res.text));
   });
-  await withAdmin({ notReadyReason: () => 'x', draining: () => true }, async (get) => {
-    t.equal((await get('/ready')).text, 'draining\n');
+  await withAdmin({}, async (get) => {
+    t.equal((await get('/stats')).status, 501);
+  });
+});
+
+t.test('GET /logging shows the level, POST /logging changes it', async (t) => {
+  const lines: string[] = [];
+  const logger = createLogger('info', (l) => lines.push(l));
+  await withAdmin({ logger }, async (get) => {
+    t.same(JSON.parse((await get('/logging')).text), {
+      level: 'info',
+      levels: ['debug', 'info', 'warn', 'error'],
+    });
+    const changed = await get('/logging?level=debug', { method: 'POST' });
+    t.equal(changed.status, 200);
+    t.same(JSON.parse(changed.text), { level: 'debug', previous: 'info' });
+    t.equal(logger.level, 'debug');
+    t.ok(logger.enabled('debug'));
+    t.match(lines.at(-1), /"level":"info","msg":"log level changed","from":"info","to":"debug"/);
+    t.equal(JSON.parse((await get('/logging')).text).level, 'debug');
+    const bad = await get('/logging?level=trace', { method: 'POST' });
+    t.equal(bad.status, 400);
+    t.match(bad.text, /use \?level=debug\|info\|warn\|error/);
+    t.equal(logger.level, 'debug', 'unchanged');
+    await get('/logging?level=error', { method: 'POST' });
+    t.match(lines.at(-1), /"level":"error","msg":"log level changed"/, 'shows under the new level');
+  });
+});
+
+t.test('POST /drain: draining, idempotent; POST /shutdown: answers, then shuts down', async (t) => {
+  let draining = false;
+  let drains = 0;
+  let shutdowns = 0;
+  await withAdmin(
+    {
+      draining: () => draining,
+      drain: () => {
+        drains++;
+        draining = true;
+      },
+      shutdown: () => {
+        shutdowns++;
+      },
+    },
+    async (get) => {
+      t.equal((await get('/ready')).status, 200);
+      const first = await get('/drain', { method: 'POST' });
+      t.equal(first.status, 200);
+      t.match(first.text, /^draining: new connections are refused/);
+      t.same([(await get('/ready')).status, (await get('/ready')).text], [503, 'draining\n']);
+      const again = await get('/drain', { method: 'POST' });
+      t.same([again.status, again.text], [200, 'already draining\n']);
+      t.equal(drains, 2, 'drain() is called each time and must be idempotent');
+      const bye = await get('/shutdown', { method: 'POST' });
+      t.equal(bye.status, 202);
+      await new Promise((r) => setImmediate(r));
+      t.equal(shutdowns, 1, 'after the reply');
+    },
+  );
+  await withAdmin({}, async (get) => {
+    t.equal((await get('/drain', { method: 'POST' })).status, 501);
+    t.equal((await get('/shutdown', { method: 'POST' })).status, 501);
+  });
+});
+
+t.test('state-changing endpoints refuse cross-origin pages', async (t) => {
+  let reloads = 0;
+  await withAdmin(
+    {
+      reload: async () => {
+        reloads++;
+        return { result: 'unchanged', version: 1, hash: 'h' };
+      },
+    },
+    async (get) => {
+      const res = await get('/reload', { method: 'POST', headers: { origin: 'http://evil.example' } });
+      t.equal(res.status, 403);
+      t.match(res.text, /another origin \(http:\/\/evil\.example\)/);
+      t.equal(reloads, 0);
+      t.equal((await get('/reload', { method: 'POST' })).status, 200);
+      t.equal(reloads, 1);
+    },
+  );
+});
+
+t.test('isLoopback', async (t) => {
+  for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1', '::FFFF:127.0.0.5'])
+    t.ok(isLoopback(a), a);
+  for (const a of [
+    undefined,
+    '',
+    '10.0.0.1',
+    '128.0.0.1',
+    '::ffff:10.0.0.1',
+    '::2',
+    'fe80::1',
+    '0.0.0.0',
+    '1127.0.0.1',
+  ])
+    t.notOk(isLoopback(a), String(a));
+});
+
+function observed(path: string, status: number): ObservedRequest {
+  return {
+    reporter: 'source',
+    req: { method: 'GET', headers: [], remoteAddress: '127.0.0.1', localPort: 1, secure: false },
+    startedAt: 0,
+    status,
+    flags: '',
+    bytesSent: 0,
+    bytesReceived: 0,
+    authority: 'a',
+    path,
+    originalPath: path,
+    routeName: '',
+    requestId: 'r',
+    details: '',
+    tlsFailure: '',
+    peer: { serviceFqdn: 'a.default.svc.cluster.local', serviceName: 'a', serviceNamespace: 'default' },
+    endpoint: null,
+    target: null,
+    cluster: null,
+    attempts: 1,
+    upstreamStatus: status,
+    rttMs: 0,
+  };
+}
+
+t.test('GET /tap streams matching requests as server-sent events', async (t) => {
+  const tapObserver = new Tap({ heartbeatMs: 0, maxSubscribers: 1 });
+  await withAdmin({ tap: tapObserver }, async (get, port) => {
+    const bad = await get('/tap?status=bad');
+    t.equal(bad.status, 400);
+    t.match(bad.text, /status bad/);
+    const res = await fetch(`http://127.0.0.1:${port}/tap?path_prefix=/x&limit=2`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    t.equal(res.status, 200);
+    t.equal(res.headers.get('content-type'), 'text/event-stream');
+    t.equal(tapObserver.subscriberCount, 1, 'subscribed once the head arrived');
+    const full = await get('/tap');
+    t.equal(full.status, 503, 'beyond the subscriber bound');
+    t.match(full.text, /too many tap subscribers/);
+    tapObserver.observe(observed('/y', 200), 1, 200);
+    tapObserver.observe(observed('/x/1', 200), 1, 200);
+    tapObserver.observe(observed('/x/2', 503), 2, 503);
+    tapObserver.observe(observed('/x/3', 200), 1, 200);
+    const text = await res.text();
+    const events = text
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: '))
+      .map((e) => (JSON.parse(e.slice(6)) as { path: string; status: number }).path);
+    t.same(events, ['/x/1', '/x/2'], 'the stream ended after 2 matching events');
+    t.equal(tapObserver.subscriberCount, 0);
+  });
+});
+
+t.test('GET /tap: a client that goes away is unsubscribed', async (t) => {
+  const tapObserver = new Tap({ heartbeatMs: 0 });
+  await withAdmin({ tap: tapObserver }, async (_get, port) => {
+    const controller = new AbortController();
+    const res = await fetch(`http://127.0.0.1:${port}/tap`, { signal: controller.signal });
+    t.equal(tapObserver.subscriberCount, 1);
+    controller.abort();
+    await res.body?.cancel().catch(() => undefined);
+    for (let i = 0; i < 100 && tapObserver.subscriberCount > 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    t.equal(tapObserver.subscriberCount, 0);
   });
 });
