@@ -1,96 +1,142 @@
 /**
- * One JSON line per finished request, with Envoy's default access-log fields under their
- * usual names. Lines are batched and written asynchronously so the request path never blocks
- * on stdout.
+ * The access log: one line per finished request, JSON with Envoy's field names (default) or Envoy's
+ * default text line, to stdout or a file. The observer filters, formats and queues the line; the sink
+ * batches the lines and writes them asynchronously (access-log-sink.ts), so the request path never
+ * waits for the disk or for whoever reads stdout.
  */
+import { openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Counter, type Registry } from 'prom-client';
+import type { AccessLogConfig, AccessLogFormat } from '../config/validate-access-log.ts';
+import { type LineFormatter, lineFormatter } from './access-log-format.ts';
+import { AccessLogSink, CallbackWriter, FdWriter, type SinkOptions } from './access-log-sink.ts';
 import type { ObservedRequest, RequestObserver } from './observed-request.ts';
 
-export interface AccessLogEntry {
-  readonly start_time: string;
-  readonly method: string;
-  readonly path: string;
-  readonly protocol: 'HTTP/1.1';
-  readonly response_code: number;
-  readonly response_flags: string;
-  readonly bytes_received: number;
-  readonly bytes_sent: number;
-  readonly duration: number;
-  readonly upstream_host: string;
-  readonly upstream_cluster: string;
-  readonly authority: string;
-  readonly x_forwarded_for: string;
-  readonly request_id: string;
-  readonly route_name: string;
-  readonly reporter: 'source' | 'destination';
-  /**
-   * Why the proxy answered as it did when it decided itself, Envoy's `%RESPONSE_CODE_DETAILS%`:
-   * `rbac_access_denied_matched_policy[ns-name-rule[i]]` (or `[none]`) for an AuthorizationPolicy
-   * denial, which has no response flag. '-' otherwise.
-   */
-  readonly response_code_details: string;
-  /** Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: why mTLS origination failed (UF), else '-'. */
-  readonly upstream_transport_failure_reason: string;
-  /** Envoy's `%DOWNSTREAM_PEER_URI_SAN%`: the caller's verified SPIFFE id (inbound mTLS), else '-'. */
-  readonly downstream_peer_uri_san: string;
-  /** Envoy's `%REQUESTED_SERVER_NAME%`: the SNI of the downstream TLS connection, else '-'. */
-  readonly requested_server_name: string;
+export type { AccessLogEntry } from './access-log-format.ts';
+
+export interface AccessLogOptions {
+  readonly format?: AccessLogFormat;
+  /** Log only responses with at least this status (0: all); status 0 and flagged requests always pass. */
+  readonly minStatus?: number;
+  /** Percentage (0–100) of the requests passing `minStatus` that are logged. */
+  readonly sampling?: number;
+  /** Uniform in [0, 1): the sampling draw. */
+  readonly random?: () => number;
+  /** Wall clock in ms (start times). */
+  readonly wallNow?: () => number;
 }
 
 export class AccessLog implements RequestObserver {
-  private pending: string[] = [];
-  private scheduled = false;
+  readonly sink: AccessLogSink;
+  private readonly line: LineFormatter;
+  private readonly minStatus: number;
+  private readonly sampling: number;
+  private readonly random: () => number;
 
-  private readonly write: (text: string) => void;
-
-  constructor(write: (text: string) => void = (t) => process.stdout.write(t)) {
-    this.write = write;
+  /**
+   * `sink`: where lines go; a function receives each batch as text (one line per request, each
+   * ending in a newline), written after the current event-loop turn. Default: stdout.
+   */
+  constructor(
+    sink: AccessLogSink | ((text: string) => void) = new AccessLogSink(new FdWriter(1, null)),
+    options: AccessLogOptions = {},
+  ) {
+    this.sink = typeof sink === 'function' ? new AccessLogSink(new CallbackWriter(sink)) : sink;
+    this.line = lineFormatter(options.format ?? 'json', options.wallNow ?? Date.now);
+    this.minStatus = options.minStatus ?? 0;
+    this.sampling = options.sampling ?? 100;
+    this.random = options.random ?? Math.random;
   }
 
   observe(r: ObservedRequest, durationMs: number, code: number): void {
-    this.log({
-      start_time: new Date(Date.now() - durationMs).toISOString(),
-      method: r.req.method,
-      path: r.path,
-      protocol: 'HTTP/1.1',
-      response_code: code,
-      response_flags: r.flags === '' ? '-' : r.flags,
-      bytes_received: r.bytesReceived,
-      bytes_sent: r.bytesSent,
-      duration: Math.round(durationMs),
-      upstream_host: r.endpoint?.id ?? (r.target === null ? '-' : `${r.target.address}:${r.target.port}`),
-      upstream_cluster: r.cluster?.name ?? r.peer.serviceName,
-      authority: r.authority,
-      x_forwarded_for: header(r, 'x-forwarded-for'),
-      request_id: r.requestId === '' ? '-' : r.requestId,
-      route_name: r.routeName === '' ? '-' : r.routeName,
-      reporter: r.reporter,
-      response_code_details: r.details === '' ? '-' : r.details,
-      upstream_transport_failure_reason: r.tlsFailure === '' ? '-' : r.tlsFailure,
-      downstream_peer_uri_san: r.req.peer?.spiffeId ?? '-',
-      requested_server_name: r.req.sni ?? '-',
-    });
-  }
-
-  log(entry: AccessLogEntry): void {
-    this.pending.push(JSON.stringify(entry));
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
+    // Status 0 (no response) and flagged requests are what an operator looks for: the status
+    // filter never hides them.
+    if (code < this.minStatus && code !== 0 && r.flags === '') return;
+    if (this.sampling < 100 && !(this.random() * 100 < this.sampling)) return;
+    try {
+      this.sink.push(this.line(r, durationMs, code));
+    } catch {
+      // A line that cannot be built must not fail the request path; it is counted as dropped.
+      this.sink.droppedBacklog++;
     }
   }
 
-  flush(): void {
-    this.scheduled = false;
-    if (this.pending.length === 0) return;
-    const text = `${this.pending.join('\n')}\n`;
-    this.pending = [];
-    this.write(text);
+  /** Writes what is queued (shutdown). */
+  flush(): Promise<void> {
+    return this.sink.flush();
+  }
+
+  /** Writes what is queued and closes the file. */
+  close(): Promise<void> {
+    return this.sink.close();
+  }
+
+  /** Reopens the file by its path (log rotation); stdout: nothing to do. */
+  reopen(): Promise<void> {
+    return this.sink.reopen();
   }
 }
 
-/** The first value of a request header, '-' when absent. */
-function header(r: ObservedRequest, name: string): string {
-  const h = r.req.headers;
-  for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1] as string;
-  return '-';
+/**
+ * Opens the configured destination (a file: appended to, created when missing) and builds the
+ * access log. Throws, naming the path, when the file cannot be opened: a start-up error.
+ */
+export function createAccessLog(
+  config: AccessLogConfig,
+  deps: {
+    readonly registry?: Registry;
+    readonly onError?: (err: Error) => void;
+    readonly random?: () => number;
+    readonly sink?: SinkOptions;
+  } = {},
+): AccessLog {
+  let writer: FdWriter;
+  if (config.path === '-') writer = new FdWriter(1, null);
+  else {
+    let fd: number;
+    try {
+      // Synchronous once at start-up, so a bad path stops the process before it serves.
+      fd = openSync(config.path, 'a', 0o644);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why =
+        code === 'ENOENT'
+          ? `its directory ${dirname(config.path)} does not exist`
+          : err instanceof Error
+            ? err.message
+            : String(err);
+      throw new Error(`cannot open the access log ${config.path}: ${why}`);
+    }
+    writer = new FdWriter(fd, config.path);
+  }
+  const sink = new AccessLogSink(writer, {
+    ...deps.sink,
+    ...(deps.onError === undefined ? {} : { onError: deps.onError }),
+  });
+  const log = new AccessLog(sink, {
+    format: config.format,
+    minStatus: config.minStatus,
+    sampling: config.sampling,
+    ...(deps.random === undefined ? {} : { random: deps.random }),
+  });
+  if (deps.registry !== undefined) registerAccessLogMetrics(deps.registry, sink);
+  return log;
+}
+
+/** `meshlet_access_log_dropped_total{reason}` (backlog full, failed write), read from the sink at scrape time. */
+export function registerAccessLogMetrics(registry: Registry, sink: AccessLogSink): void {
+  const reported = { backlog: 0, write_error: 0 };
+  new Counter({
+    name: 'meshlet_access_log_dropped_total',
+    help: 'Access-log lines not written: the destination fell behind by more than the backlog limit (backlog), or a write failed (write_error).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      // Counters only go up: add what was dropped since the last scrape.
+      this.inc({ reason: 'backlog' }, sink.droppedBacklog - reported.backlog);
+      this.inc({ reason: 'write_error' }, sink.droppedWriteError - reported.write_error);
+      reported.backlog = sink.droppedBacklog;
+      reported.write_error = sink.droppedWriteError;
+    },
+  });
 }

@@ -1,0 +1,275 @@
+/**
+ * Where access-log lines go: batched in memory and written asynchronously, at most one write in
+ * flight, so the request path only appends a string to an array. Lines that arrive while a write is
+ * in flight form the next batch. When the destination cannot keep up (the backlog passes
+ * `maxBacklogBytes`), new lines are dropped and counted instead of growing memory without bound.
+ */
+import { close, open, write } from 'node:fs';
+
+/** Writes one batch; `done` once it is all written (or failed). */
+export interface BatchWriter {
+  write(text: string, done: (err: Error | null) => void): void;
+  /** Start writing to a freshly opened file (rotation); no-op for stdout. */
+  reopen(): Promise<void>;
+  /** Release the file; called once, when no write is in flight. */
+  close(): Promise<void>;
+}
+
+export interface SinkOptions {
+  /** Pending plus in-flight bytes above which new lines are dropped (default 4 MiB). */
+  readonly maxBacklogBytes?: number;
+  /** A batch this large is written at once instead of at the end of the event-loop turn (default 64 KiB). */
+  readonly batchBytes?: number;
+  /** Runs the flush after the current event-loop turn (default `setImmediate`). */
+  readonly schedule?: (fn: () => void) => void;
+  /** A write failed: its lines are lost (counted as dropped, reason `write_error`). */
+  readonly onError?: (err: Error) => void;
+}
+
+export class AccessLogSink {
+  /** Lines dropped because the backlog was full. */
+  droppedBacklog = 0;
+  /** Lines lost in failed writes. */
+  droppedWriteError = 0;
+  /** Lines handed to the writer and written. */
+  written = 0;
+
+  private readonly writer: BatchWriter;
+  private readonly maxBacklog: number;
+  private readonly batchBytes: number;
+  private readonly schedule: (fn: () => void) => void;
+  private readonly onError: (err: Error) => void;
+  private pending: string[] = [];
+  /** Characters in `pending`, newlines included (the UTF-8 size of ASCII lines). */
+  private pendingBytes = 0;
+  private inFlightBytes = 0;
+  private inFlightLines = 0;
+  private writing = false;
+  private scheduled = false;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly flushNow = (): void => {
+    this.scheduled = false;
+    this.startWrite();
+  };
+
+  constructor(writer: BatchWriter, options: SinkOptions = {}) {
+    this.writer = writer;
+    this.maxBacklog = options.maxBacklogBytes ?? 4 * 1024 * 1024;
+    this.batchBytes = options.batchBytes ?? 64 * 1024;
+    this.schedule = options.schedule ?? setImmediate;
+    this.onError = options.onError ?? (() => {});
+  }
+
+  get dropped(): number {
+    return this.droppedBacklog + this.droppedWriteError;
+  }
+
+  /** Lines waiting for or in a write, in bytes (about: characters). */
+  get backlogBytes(): number {
+    return this.pendingBytes + this.inFlightBytes;
+  }
+
+  /** Queues one line (without its newline). False when it was dropped. */
+  push(line: string): boolean {
+    const size = line.length + 1;
+    if (this.closed || this.pendingBytes + this.inFlightBytes + size > this.maxBacklog) {
+      this.droppedBacklog++;
+      return false;
+    }
+    this.pending.push(line);
+    this.pendingBytes += size;
+    if (this.writing) return true;
+    if (this.pendingBytes >= this.batchBytes) this.startWrite();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      this.schedule(this.flushNow);
+    }
+    return true;
+  }
+
+  private startWrite(): void {
+    if (this.writing) return;
+    if (this.pending.length === 0) {
+      this.settleIdle();
+      return;
+    }
+    const lines = this.pending;
+    this.pending = [];
+    this.inFlightBytes = this.pendingBytes;
+    this.inFlightLines = lines.length;
+    this.pendingBytes = 0;
+    this.writing = true;
+    this.writer.write(`${lines.join('\n')}\n`, this.written_);
+  }
+
+  private readonly written_ = (err: Error | null): void => {
+    if (err === null) this.written += this.inFlightLines;
+    else {
+      this.droppedWriteError += this.inFlightLines;
+      this.onError(err);
+    }
+    this.writing = false;
+    this.inFlightBytes = 0;
+    this.inFlightLines = 0;
+    // What arrived during the write goes at once: it already waited for a whole write.
+    this.startWrite();
+  };
+
+  private settleIdle(): void {
+    if (this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves once everything queued so far is written (or failed). */
+  flush(): Promise<void> {
+    if (!this.writing && this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      if (!this.writing) this.startWrite();
+    });
+  }
+
+  /** Writes what is queued, then closes the destination; later lines are dropped. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush();
+    this.closed = true;
+    await this.writer.close();
+  }
+
+  reopen(): Promise<void> {
+    return this.writer.reopen();
+  }
+}
+
+/** How a file descriptor writer does I/O (node:fs; tests replace it). */
+export interface FdIo {
+  write(
+    fd: number,
+    buf: Buffer,
+    offset: number,
+    length: number,
+    cb: (err: NodeJS.ErrnoException | null, written: number) => void,
+  ): void;
+  open(path: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void): void;
+  close(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+  /** Waits before retrying a write the descriptor refused for now (EAGAIN). */
+  retryLater(fn: () => void): void;
+}
+
+const NODE_IO: FdIo = {
+  write: (fd, buf, offset, length, cb) => write(fd, buf, offset, length, null, cb),
+  open: (path, cb) => open(path, 'a', 0o644, cb),
+  close: (fd, cb) => close(fd, cb),
+  retryLater: (fn) => setTimeout(fn, 10),
+};
+
+/**
+ * Writes batches to a file descriptor through the thread pool (`fs.write`), never blocking the event
+ * loop, even when stdout is a pipe whose reader is slow (Node's own `process.stdout` writes pipes
+ * synchronously). Partial writes continue where they stopped; a non-blocking descriptor that is full
+ * (EAGAIN) is retried after a short wait.
+ */
+export class FdWriter implements BatchWriter {
+  private fd: number;
+  /** The file to reopen on rotation; null for stdout. */
+  private readonly path: string | null;
+  private readonly io: FdIo;
+  private busy = false;
+  /** A descriptor opened by `reopen` while a write was in flight: used from the next write on. */
+  private nextFd = -1;
+
+  constructor(fd: number, path: string | null, io: FdIo = NODE_IO) {
+    this.fd = fd;
+    this.path = path;
+    this.io = io;
+  }
+
+  write(text: string, done: (err: Error | null) => void): void {
+    this.busy = true;
+    const buf = Buffer.from(text, 'utf8');
+    const step = (offset: number): void => {
+      this.io.write(this.fd, buf, offset, buf.length - offset, (err, n) => {
+        if (err !== null) {
+          if (err.code === 'EAGAIN') {
+            this.io.retryLater(() => step(offset));
+            return;
+          }
+          this.finish(done, err);
+          return;
+        }
+        if (offset + n < buf.length) step(offset + n);
+        else this.finish(done, null);
+      });
+    };
+    step(0);
+  }
+
+  private finish(done: (err: Error | null) => void, err: Error | null): void {
+    this.busy = false;
+    if (this.nextFd >= 0) this.swap();
+    done(err);
+  }
+
+  private swap(): void {
+    const old = this.fd;
+    this.fd = this.nextFd;
+    this.nextFd = -1;
+    this.io.close(old, () => {});
+  }
+
+  reopen(): Promise<void> {
+    const path = this.path;
+    if (path === null) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.io.open(path, (err, fd) => {
+        if (err !== null) {
+          reject(err);
+          return;
+        }
+        if (this.nextFd >= 0) this.io.close(this.nextFd, () => {});
+        this.nextFd = fd;
+        if (!this.busy) this.swap();
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.path === null) return Promise.resolve();
+    const fds = this.nextFd >= 0 ? [this.fd, this.nextFd] : [this.fd];
+    this.nextFd = -1;
+    return Promise.all(
+      fds.map((fd) => new Promise<void>((resolve) => this.io.close(fd, () => resolve()))),
+    ).then(() => undefined);
+  }
+}
+
+/** Hands each batch to a function (tests, embedders): written when the function returns. */
+export class CallbackWriter implements BatchWriter {
+  private readonly fn: (text: string) => void;
+
+  constructor(fn: (text: string) => void) {
+    this.fn = fn;
+  }
+
+  write(text: string, done: (err: Error | null) => void): void {
+    try {
+      this.fn(text);
+      done(null);
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  reopen(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
