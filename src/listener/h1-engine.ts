@@ -119,6 +119,12 @@ const T_BUSY = 2;
 
 class H1ListenerState {
   inFlight = 0;
+  connectionsActive = 0;
+  connectionsTotal = 0;
+  /** The raw socket's 'close' listener that counts the connection out (one function for all). */
+  readonly connectionClosed = (): void => {
+    this.connectionsActive--;
+  };
   draining = false;
   /** Coarse clock, advanced by the sweep. */
   now = Date.now();
@@ -731,7 +737,11 @@ class H1Conn {
     const s = this.socket;
     s.removeAllListeners('data');
     s.removeAllListeners('end');
+    // The connection count's listener stays (on a plaintext connection it is on this socket): the
+    // connection is still open on this listener until the new owner closes it.
+    const counted = s.listeners('close').includes(this.state.connectionClosed);
     s.removeAllListeners('close');
+    if (counted) s.once('close', this.state.connectionClosed);
     s.removeAllListeners('drain');
     s.removeAllListeners('error');
     // As node:http does for 'upgrade': neither flowing nor paused, so the new owner's 'data'
@@ -873,6 +883,9 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Tl
           ...(tuning.tlsTimers === undefined ? {} : { timers: tuning.tlsTimers }),
         });
   const onConnection = (socket: Socket): void => {
+    state.connectionsTotal++;
+    state.connectionsActive++;
+    socket.once('close', state.connectionClosed);
     if (gate === null) serve(socket, null, EMPTY);
     else if (state.draining) socket.destroy();
     else gate.accept(socket);
@@ -913,6 +926,8 @@ export function listenH1(opts: ListenOptions, tuning: H1Tuning = {}): Promise<Tl
         port: state.port,
         stopAccepting,
         inFlight: () => state.inFlight,
+        connectionsActive: () => state.connectionsActive,
+        connectionsTotal: () => state.connectionsTotal,
         close: () => {
           stopAccepting();
           clearInterval(sweeper);

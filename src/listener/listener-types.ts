@@ -133,6 +133,14 @@ export interface Listener {
   stopAccepting(): void;
   /** Number of requests currently in flight on this listener. */
   inFlight(): number;
+  /**
+   * Downstream connections open now: accepted and not yet closed (TLS ones from accept, before and
+   * after their handshake; upgraded ones until the tunnel closes). Plain numbers kept by the
+   * engine, read when metrics are scraped.
+   */
+  connectionsActive(): number;
+  /** Downstream connections accepted since the listener started. */
+  connectionsTotal(): number;
   /** Close everything now, in-flight or not. */
   close(): void;
 }

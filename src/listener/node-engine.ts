@@ -46,6 +46,12 @@ export interface NodeTuning {
 
 class NodeListenerState {
   inFlight = 0;
+  connectionsActive = 0;
+  connectionsTotal = 0;
+  /** The raw socket's 'close' listener that counts the connection out (one function for all). */
+  readonly connectionClosed = (): void => {
+    this.connectionsActive--;
+  };
   draining = false;
   /** TLS facts of each TLS connection (plaintext connections have none). */
   readonly security = new WeakMap<Duplex, ConnectionTls>();
@@ -327,6 +333,12 @@ export function listenNode(opts: ListenOptions, tuning: NodeTuning = {}): Promis
   let port = opts.port;
   const tls = opts.tls;
   const gate = tls === undefined ? null : gateConnections(server, state, { ...opts, tls }, tuning);
+  // Added after the gate took node:http's own 'connection' listener over (it expects exactly one).
+  server.on('connection', (raw: Socket) => {
+    state.connectionsTotal++;
+    state.connectionsActive++;
+    raw.once('close', state.connectionClosed);
+  });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     state.inFlight++;
@@ -440,6 +452,8 @@ export function listenNode(opts: ListenOptions, tuning: NodeTuning = {}): Promis
         port,
         stopAccepting,
         inFlight: () => state.inFlight,
+        connectionsActive: () => state.connectionsActive,
+        connectionsTotal: () => state.connectionsTotal,
         close: () => {
           stopAccepting();
           server.closeAllConnections();

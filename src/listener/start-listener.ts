@@ -32,6 +32,8 @@ function started(
     port: l.port,
     stopAccepting: () => l.stopAccepting(),
     inFlight: () => l.inFlight(),
+    connectionsActive: () => l.connectionsActive(),
+    connectionsTotal: () => l.connectionsTotal(),
     close: () => l.close(),
     tlsHandshakeErrors: () => (counters === null ? 0 : counters.tlsHandshakeErrors()),
     plaintextRefused: () => (counters === null ? 0 : counters.plaintextRefused()),

@@ -531,6 +531,17 @@ export function listenUws(uws: UwsModule, opts: ListenOptions): Promise<Listener
   let port = opts.port;
   const upgradeSupported = opts.onUpgrade !== undefined;
   app.any('/*', (res, req) => onRequest(res, req, state, () => port, opts.handler, upgradeSupported));
+  // uWebSockets.js calls the filter with +1 when an HTTP connection opens and -1 when it closes.
+  let connectionsActive = 0;
+  let connectionsTotal = 0;
+  // The typings declare the count as a boxed `Number`; it arrives as a plain number.
+  const countConnection = (_res: Uws.HttpResponse, count: unknown): void => {
+    if ((count as number) > 0) {
+      connectionsTotal++;
+      connectionsActive++;
+    } else connectionsActive--;
+  };
+  app.filter(countConnection);
   return new Promise<Listener>((resolve, reject) => {
     app.listen(opts.host, opts.port, (ls) => {
       if (ls === false) {
@@ -554,6 +565,8 @@ export function listenUws(uws: UwsModule, opts: ListenOptions): Promise<Listener
         port,
         stopAccepting,
         inFlight: () => state.inFlight,
+        connectionsActive: () => connectionsActive,
+        connectionsTotal: () => connectionsTotal,
         close: () => {
           if (closed) return;
           closed = true;

@@ -491,6 +491,55 @@ for (const engine of ['uws', 'node', 'h1'] as const) {
       }
     });
 
+    t.test(
+      'connection counts: active while open, total since start, upgraded ones until closed',
+      async (t) => {
+        const tunnels: import('node:stream').Duplex[] = [];
+        const l = await withListener(
+          t,
+          engine,
+          (_req, res) => res.end(Buffer.from('ok')),
+          (_req, socket) => {
+            tunnels.push(socket);
+            socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+          },
+        );
+        /** Polls until the count is reached (closes are seen asynchronously), at most 2 s. */
+        const settle = async (want: number): Promise<number> => {
+          for (let i = 0; i < 200 && l.connectionsActive() !== want; i++) await sleep(10);
+          return l.connectionsActive();
+        };
+        t.equal(l.connectionsActive(), 0);
+        t.equal(l.connectionsTotal(), 0);
+        const a = new RawConn(l.port);
+        const b = new RawConn(l.port);
+        t.teardown(() => {
+          a.destroy();
+          b.destroy();
+        });
+        a.write(`GET /a HTTP/1.1\r\n${H}\r\n`);
+        b.write(`GET /b HTTP/1.1\r\n${H}\r\n`);
+        await a.responses(1);
+        await b.responses(1);
+        t.equal(await settle(2), 2, 'two keep-alive connections open');
+        t.equal(l.connectionsTotal(), 2);
+        a.destroy();
+        t.equal(await settle(1), 1, 'a closed connection is counted out');
+        if (engine !== 'uws') {
+          const u = new RawConn(l.port);
+          t.teardown(() => u.destroy());
+          u.write(`GET /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: echo\r\n\r\n`);
+          await u.until((buf) => buf.includes('\r\n\r\n'));
+          t.equal(await settle(2), 2, 'an upgraded connection still counts');
+          for (const s of tunnels) s.destroy();
+          t.equal(await settle(1), 1, 'and is counted out when the tunnel closes');
+        }
+        b.destroy();
+        t.equal(await settle(0), 0);
+        t.equal(l.connectionsTotal(), engine === 'uws' ? 2 : 3, 'the total never goes down');
+      },
+    );
+
     t.test('stopAccepting: in-flight request finishes, new connections are refused', async (t) => {
       const waiting: ResponseSink[] = [];
       const l = await withListener(t, engine, (_req, res) => {
