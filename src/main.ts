@@ -23,9 +23,11 @@ import { ProxyPipeline } from './pipeline/proxy-pipeline.ts';
 import { destinationModes, type PolicyCompilers, WorkloadSecurity } from './pipeline/workload-security.ts';
 import { compileRoutes } from './router/compile-routes.ts';
 import { AccessLog } from './telemetry/access-log.ts';
+import { LiveStats } from './telemetry/live-stats.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
 import { ResilienceStats } from './telemetry/resilience-stats.ts';
+import { Tap } from './telemetry/tap.ts';
 import { startTracing } from './telemetry/tracing/start-tracing.ts';
 import { compileAuthorizer } from './tls/authorization.ts';
 import { createFileIdentity, createIssuingIdentity, loadCaFiles } from './tls/identity-source.ts';
@@ -55,6 +57,11 @@ export interface RunOptions {
   readonly flags: SettingFlags;
   /** Watch the configuration file or folder for changes (default true). */
   readonly watch?: boolean;
+  /**
+   * Admin `POST /shutdown`: the CLI stops the process as on SIGTERM (drain, exit 0). Without it the
+   * proxy shuts down and the process is left to its owner.
+   */
+  readonly onShutdownRequest?: () => void;
 }
 
 export interface RunningProxy {
@@ -393,6 +400,9 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   const tracing =
     settings.tracing === null ? null : startTracing(settings.tracing, metrics.registry, now, logger);
   const stats = new ResilienceStats();
+  // Live percentiles for /stats and the /tap stream: observers after the access log.
+  const liveStats = new LiveStats({ now });
+  const tap = new Tap();
   metrics.attachResilience(() => clusters.all(), stats);
   const pipeline = new ProxyPipeline({
     store,
@@ -401,7 +411,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     stats,
     metrics,
     identity: sidecar.identity,
-    observers: settings.accessLog.enabled ? [new AccessLog()] : [],
+    observers: [...(settings.accessLog.enabled ? [new AccessLog()] : []), liveStats, tap],
     ...(tracing === null ? {} : { tracer: tracing.tracer }),
     random: Math.random,
     now,
@@ -436,6 +446,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   let ready = false;
   let draining = false;
   const listeners: Listener[] = [];
+  metrics.attachListenerConnections(() => listeners);
 
   let reloading: Promise<ReloadOutcome> = Promise.resolve({
     result: 'unchanged',
@@ -487,6 +498,14 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     return reloading;
   };
 
+  // Admin POST /drain: the shutdown's first step without the rest; the process keeps running.
+  const drain = (): void => {
+    if (draining) return;
+    draining = true;
+    for (const l of listeners) l.stopAccepting();
+    logger.log('info', 'draining (admin /drain): new connections are refused, in-flight requests finish');
+  };
+
   const adminDeps: AdminDeps = {
     store: () => store,
     listeners: () => listeners,
@@ -499,6 +518,14 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     clusters: () => clusters.all(),
     now,
     notReadyReason: () => identities.missing(),
+    stats: liveStats,
+    tap,
+    logger,
+    drain,
+    shutdown: () => {
+      if (options.onShutdownRequest !== undefined) options.onShutdownRequest();
+      else void shutdown();
+    },
   };
   const admin: { server: Server; port: number } = await startAdminServer(
     settings.adminHost,
@@ -615,6 +642,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     resolver.close();
     identities.close();
     await upstream.close();
+    tap.close();
     await new Promise<void>((r) => {
       admin.server.close(() => r());
       admin.server.closeAllConnections();
