@@ -93,7 +93,8 @@ function flagsOf(o: RunCliOptions): SettingFlags {
 export async function serve(configPath: string, flags: SettingFlags): Promise<RunningProxy> {
   let proxy: RunningProxy;
   try {
-    proxy = await runProxy({ configPath, flags });
+    // Admin POST /shutdown ends the process the way SIGTERM does.
+    proxy = await runProxy({ configPath, flags, onShutdownRequest: () => stop('admin /shutdown') });
   } catch (err) {
     if (err instanceof InvalidConfigError) {
       for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
