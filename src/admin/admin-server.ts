@@ -215,7 +215,16 @@ const ROUTES: ReadonlyMap<string, Readonly<Record<string, Handler>>> = new Map<
           return;
         }
         // The reply goes out first: the shutdown closes this server and its connections.
-        res.once('finish', () => setImmediate(shutdown));
+        res.once('finish', () =>
+          setImmediate(() => {
+            try {
+              shutdown();
+            } catch (err) {
+              // Asked before the process finished starting: say so rather than crash.
+              deps.logger?.log('error', 'admin /shutdown failed', { error: String(err) });
+            }
+          }),
+        );
         send(res, 202, 'text/plain', 'shutting down: draining, then exit\n');
       },
     },
