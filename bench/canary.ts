@@ -127,6 +127,8 @@ async function startMeshlet(
       engine,
       '--log-level',
       'info',
+      // The walkthrough counts every response itself; an access log would only be discarded below.
+      '--no-access-log',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );

@@ -35,6 +35,7 @@ import { capture, freePort, httpGet, Processes, type Started, waitUntil } from '
 import { findExecutable, launchMeshlet, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
 import { formatRps, median } from './report.ts';
 import { cleanUpOnExit, detectPinning, optionsOrUsage, printSections, runMain } from './side-bench.ts';
+import { TELEMETRY_OFF } from './telemetry.ts';
 import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
 
 const USAGE = `usage: npm run bench:mtls -- [options]
@@ -113,6 +114,8 @@ async function startMeshlet(
     name,
     configName: `${name}.yaml`,
     yaml,
+    // Like nginx and HAProxy in `npm run bench`: no access log, so the ratios isolate TLS.
+    telemetry: TELEMETRY_OFF,
     extraArgs: app === undefined ? [] : ['--app', `127.0.0.1:${app}`],
   });
   if (notReady !== undefined) {

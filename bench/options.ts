@@ -87,3 +87,28 @@ export function parseSideBenchOptions<E extends string, K extends string>(
     meshletCli: resolve(text('meshlet-cli')),
   } as unknown as SideBenchOptions<E, K>;
 }
+
+/**
+ * Removes `--name <value>` (or `--name=value`) from `argv`, for a bench's string flag that the shared
+ * parser does not know. `value` is undefined when the flag is absent; an error when it has no value.
+ */
+export function takeStringFlag(
+  argv: readonly string[],
+  name: string,
+): { readonly value: string | undefined; readonly rest: string[] } | string {
+  const flag = `--${name}`;
+  const rest: string[] = [];
+  let value: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a.startsWith(`${flag}=`)) value = a.slice(flag.length + 1);
+    else if (a === flag) {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) return `${flag} needs a value`;
+      value = next;
+      i++;
+    } else rest.push(a);
+  }
+  if (value === '') return `${flag} needs a value`;
+  return { value, rest };
+}

@@ -29,6 +29,12 @@ export interface SpawnOptions {
   /** Pin to this CPU with `taskset -c`; undefined = unpinned. */
   readonly cpu?: number | undefined;
   readonly cwd?: string;
+  /**
+   * `ignore` sends the child's stdout to /dev/null: for meshlet, whose stdout is the access log and
+   * whose own log goes to stderr. A piped stdout is always drained (its tail kept for error
+   * messages), so a chatty child never blocks on a full pipe either way.
+   */
+  readonly stdout?: 'pipe' | 'ignore';
 }
 
 /** Everything the benchmark started, so that one call can stop it all. */
@@ -56,7 +62,7 @@ export class Processes {
       opts.cpu === undefined ? [command, [...args]] : ['taskset', ['-c', String(opts.cpu), command, ...args]];
     const child = spawn(cmd, argv, {
       detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
     });
     let tail = '';

@@ -12,12 +12,20 @@ import {
   OPTIONAL_NGINX_TEMP_PATHS,
 } from './configs.ts';
 import { capture, freePort, httpGet, type Processes, type Started, waitUntil } from './procs.ts';
+import {
+  fullTelemetry,
+  type MeshletTelemetry,
+  type RunningSink,
+  TELEMETRY_OFF,
+  telemetryArgs,
+} from './telemetry.ts';
 
 export const TARGET_NAMES = [
   'direct',
   'nginx',
   'haproxy',
   'meshlet-h1',
+  'meshlet-h1-telemetry',
   'meshlet-uws',
   'meshlet-node',
 ] as const;
@@ -37,6 +45,8 @@ export interface RunningTarget {
   readonly port: number;
   /** undefined for `direct` (the backend itself). */
   readonly proc: Started | undefined;
+  /** For a meshlet with full telemetry: its admin port (to scrape) and its access-log file. */
+  readonly telemetry?: { readonly admin: number; readonly accessLogPath: string };
 }
 
 export type StartOutcome =
@@ -51,6 +61,8 @@ export interface StartContext {
   readonly haproxyBin: string | undefined;
   readonly meshletCli: string;
   readonly repoRoot: string;
+  /** The OTLP sink a full-telemetry target exports to, started on first use; absent: no such target. */
+  readonly otlpSink?: () => Promise<RunningSink>;
 }
 
 /** Find an executable on PATH, also looking in the sbin directories where nginx and haproxy live. */
@@ -169,8 +181,15 @@ export interface MeshletLaunch {
   /** The file name of the configuration in a fresh temp directory. */
   readonly configName: string;
   readonly yaml: string;
-  /** Flags after those of {@link meshletRunArgs}. */
+  /**
+   * Access log and tracing. Required: the access log is on by default, so a bench that did not
+   * choose would measure it without saying so.
+   */
+  readonly telemetry: MeshletTelemetry;
+  /** Flags after those of {@link meshletRunArgs} and the telemetry flags. */
   readonly extraArgs?: readonly string[];
+  /** Flags for node itself, before the CLI (e.g. `--cpu-prof`). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface LaunchedMeshlet {
@@ -192,11 +211,15 @@ export async function launchMeshlet(l: MeshletLaunch): Promise<LaunchedMeshlet> 
   const configPath = join(l.procs.tempDir(), l.configName);
   writeFileSync(configPath, l.yaml);
   const args = [
+    ...(l.nodeArgs ?? []),
     ...meshletRunArgs(l.cli, configPath, { outbound, inbound, admin }, l.engine),
+    ...telemetryArgs(l.telemetry),
     ...(l.extraArgs ?? []),
   ];
+  // stdout is only the access log (meshlet logs to stderr): discarded, so it can never fill a pipe.
   const proc = l.procs.spawn(l.name, process.execPath, args, {
     cpu: l.cpu,
+    stdout: 'ignore',
     ...(l.cwd === undefined ? {} : { cwd: l.cwd }),
   });
   const notReady = await waitUntil(
@@ -229,11 +252,16 @@ export async function startTarget(
     case 'haproxy':
       return startHaproxy(ctx, backendPort, cpu);
     case 'meshlet-h1':
-      return startMeshlet(ctx, name, 'h1', backendPort, cpu);
+      return startMeshlet(ctx, name, 'h1', backendPort, cpu, TELEMETRY_OFF);
+    case 'meshlet-h1-telemetry': {
+      if (ctx.otlpSink === undefined) return { ok: false, reason: 'no OTLP sink to export traces to' };
+      const sink = await ctx.otlpSink();
+      return startMeshlet(ctx, name, 'h1', backendPort, cpu, fullTelemetry(ctx.procs.tempDir(), sink));
+    }
     case 'meshlet-uws':
-      return startMeshlet(ctx, name, 'uws', backendPort, cpu);
+      return startMeshlet(ctx, name, 'uws', backendPort, cpu, TELEMETRY_OFF);
     case 'meshlet-node':
-      return startMeshlet(ctx, name, 'node', backendPort, cpu);
+      return startMeshlet(ctx, name, 'node', backendPort, cpu, TELEMETRY_OFF);
   }
 }
 
@@ -264,11 +292,12 @@ async function startMeshlet(
   engine: 'h1' | 'uws' | 'node',
   backendPort: number,
   cpu: number | undefined,
+  telemetry: MeshletTelemetry,
 ): Promise<StartOutcome> {
   if (!existsSync(ctx.meshletCli)) {
     return { ok: false, reason: `${ctx.meshletCli} does not exist (meshlet CLI not built yet)` };
   }
-  const { outbound, proc, notReady } = await launchMeshlet({
+  const { outbound, admin, proc, notReady } = await launchMeshlet({
     procs: ctx.procs,
     ports: ctx.ports,
     cli: ctx.meshletCli,
@@ -278,6 +307,7 @@ async function startMeshlet(
     name,
     configName: 'bench-backend.yaml',
     yaml: meshletServiceEntry(backendPort),
+    telemetry,
   });
   if (notReady !== undefined) {
     await ctx.procs.stop(proc);
@@ -289,5 +319,13 @@ async function startMeshlet(
     await ctx.procs.stop(proc);
     return { ok: false, reason: `ready, but Host: ${BENCH_HOST} on the outbound port fails: ${noRoute}` };
   }
-  return { ok: true, target: { name, port: outbound, proc } };
+  return {
+    ok: true,
+    target: {
+      name,
+      port: outbound,
+      proc,
+      ...(telemetry.mode === 'full' ? { telemetry: { admin, accessLogPath: telemetry.accessLogPath } } : {}),
+    },
+  };
 }

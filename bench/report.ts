@@ -31,6 +31,8 @@ export interface TargetReport {
   readonly p99Ratio?: number;
   /** Things that make the figures suspect: non-2xx responses, socket errors. */
   readonly warnings: readonly string[];
+  /** Facts about the run worth a line under the table (e.g. what the telemetry exported). */
+  readonly notes?: readonly string[];
 }
 
 export interface MachineFacts {
@@ -58,6 +60,8 @@ export interface BenchReport {
     readonly warmupSec: number;
   };
   readonly machine: MachineFacts;
+  /** How the meshlet targets ran their telemetry (access log, tracing), since it changes their cost. */
+  readonly telemetry?: string;
   readonly targets: readonly TargetReport[];
 }
 
@@ -191,6 +195,7 @@ function machineLines(report: BenchReport): string[] {
     `pinning: ${m.pinning}`,
     `load average before the run: ${m.loadBefore.toFixed(2)}${m.loadBefore >= 0.5 ? ' (other work was running: expect noise)' : ''}`,
     `backend: ${m.backend}, 64-byte body`,
+    ...(report.telemetry === undefined ? [] : [`telemetry: ${report.telemetry}`]),
     `load: ${s.connections} keep-alive connections, ${s.rounds} alternating rounds of ${s.durationSec} s, ${s.warmupSec} s warm-up per target`,
     `command: ${report.command}`,
     `wrk: ${report.wrkCommand}`,
@@ -203,6 +208,7 @@ function noteLines(report: BenchReport): string[] {
     if (t.status !== 'measured') out.push(`${t.name}: ${t.status} (${t.reason ?? 'unknown reason'})`);
     for (const e of t.roundErrors) if (t.status === 'measured') out.push(`${t.name}: a round failed: ${e}`);
     for (const w of t.warnings) out.push(`${t.name}: ${w}`);
+    for (const n of t.notes ?? []) out.push(`${t.name}: ${n}`);
   }
   return out;
 }

@@ -29,6 +29,7 @@ import { capture, httpGet, Processes, type Started, waitUntil } from './procs.ts
 import { findExecutable, launchMeshlet, type Pinning, startBackend } from './proxies.ts';
 import { formatRps, median } from './report.ts';
 import { cleanUpOnExit, detectPinning, optionsOrUsage, printSections, runMain } from './side-bench.ts';
+import { TELEMETRY_OFF } from './telemetry.ts';
 import { runWrk, type WrkResult, wrkCommandLine } from './wrk.ts';
 
 const USAGE = `usage: npm run bench:resilience -- [options]
@@ -155,6 +156,8 @@ async function startMeshlet(ctx: Context, yaml: string, hosts: readonly string[]
     name: 'meshlet',
     configName: 'resilience.yaml',
     yaml,
+    // The figures compare resilience settings; an access log would add the same cost to both sides.
+    telemetry: TELEMETRY_OFF,
   });
   const { outbound, proc } = launched;
   const probe = async (host: string): Promise<boolean> => {

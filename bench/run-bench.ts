@@ -30,6 +30,19 @@ import {
   type TargetReport,
   withRatios,
 } from './report.ts';
+import {
+  describeTelemetry,
+  formatScrapes,
+  type LogTally,
+  mergeScrapes,
+  type RunningSink,
+  SCRAPE_PATHS,
+  type ScrapeTally,
+  startOtlpSink,
+  startScrapes,
+  TELEMETRY_OFF,
+  takeAccessLog,
+} from './telemetry.ts';
 import { runWrk, type WrkRun, wrkCommandLine } from './wrk.ts';
 
 const out = (line: string): void => {
@@ -134,6 +147,7 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
   const { pinning, text: pinningText } = await detectPinning();
   const nginxBin = findExecutable('nginx');
   const haproxyBin = findExecutable('haproxy');
+  let sink: Promise<RunningSink> | undefined;
   const ctx: StartContext = {
     procs,
     pinning,
@@ -142,6 +156,11 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
     haproxyBin,
     meshletCli: resolve(opts.meshletCli ?? 'dist/src/cli.js'),
     repoRoot: process.cwd(),
+    // Started only when a full-telemetry target runs; on the load CPU, like wrk and the backend.
+    otlpSink: () => {
+      sink ??= startOtlpSink(procs, ctx.ports, pinning?.loadCpu, READY_TIMEOUT_MS);
+      return sink;
+    },
   };
   const [nginxV, haproxyV, wrkV] = await Promise.all([
     version(nginxBin, ['-v'], /(nginx\/\S+)/, 'nginx not installed'),
@@ -153,6 +172,8 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
 
   const backend = await startBackend(ctx);
   out(`backend: ${backend.kind} on 127.0.0.1:${backend.port}`);
+  const telemetryText = telemetryNote(opts.targets);
+  out(`telemetry: ${telemetryText}`);
 
   const running: RunningTarget[] = [];
   const skipped = new Map<TargetName, string>();
@@ -177,6 +198,8 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
   });
 
   const results = new Map<TargetName, RoundResult[]>();
+  // What the full-telemetry targets really did: access-log lines, requests (warm-up included), scrapes.
+  const evidence = new Map<TargetName, { log: LogTally; requests: number; scrapes: ScrapeTally[] }>();
   const errors = new Map<TargetName, string[]>();
   const dead = new Set<TargetName>();
   for (let round = 1; round <= opts.rounds; round++) {
@@ -192,11 +215,25 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
         continue;
       }
       try {
-        if (round === 1 && opts.warmupSec > 0) await runWrk(procs, wrkRun(t.port, opts.warmupSec));
+        const seen = evidence.get(t.name) ?? { log: { lines: 0, bytes: 0 }, requests: 0, scrapes: [] };
+        if (round === 1 && opts.warmupSec > 0) {
+          const warm = await runWrk(procs, wrkRun(t.port, opts.warmupSec));
+          seen.requests += warm.requests;
+        }
+        const scrapes =
+          t.telemetry === undefined ? undefined : startScrapes(t.telemetry.admin, SCRAPE_PATHS, 1000);
         const before = sample(t.proc?.child.pid, t.proc === undefined ? undefined : pinning?.proxyCpu);
         const w = await runWrk(procs, wrkRun(t.port, opts.durationSec));
         const after = sample(t.proc?.child.pid, t.proc === undefined ? undefined : pinning?.proxyCpu);
         const r: RoundResult = { ...w, ...usage(before, after, w.requests, ticksPerSec) };
+        if (t.telemetry !== undefined && scrapes !== undefined) {
+          const log = await takeAccessLog(t.telemetry.accessLogPath);
+          evidence.set(t.name, {
+            log: { lines: seen.log.lines + log.lines, bytes: seen.log.bytes + log.bytes },
+            requests: seen.requests + w.requests,
+            scrapes: mergeScrapes(seen.scrapes, await scrapes.stop()),
+          });
+        }
         const list = results.get(t.name) ?? [];
         list.push(r);
         results.set(t.name, list);
@@ -207,7 +244,7 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
             ? ''
             : `  ${r.usPerRequest.toFixed(1)} µs CPU/req, proxy ${Math.round((r.proxyCores ?? 0) * 100)} %, other ${Math.round((r.otherOnProxyCpu ?? 0) * 100)} %`;
         out(
-          `round ${round}/${opts.rounds} ${t.name.padEnd(12)} ${formatRps(r.requestsPerSec).padStart(8)} req/s  p50 ${formatLatency(r.p50Ms)}  p99 ${formatLatency(r.p99Ms)}${cost}${warn}`,
+          `round ${round}/${opts.rounds} ${t.name.padEnd(20)} ${formatRps(r.requestsPerSec).padStart(8)} req/s  p50 ${formatLatency(r.p50Ms)}  p99 ${formatLatency(r.p99Ms)}${cost}${warn}`,
         );
       } catch (err) {
         if (procs.closed) return 130;
@@ -219,11 +256,14 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
   }
 
   if (procs.closed) return 130;
+  const notes = await telemetryEvidence(running, evidence, sink);
   const targets: TargetReport[] = opts.targets.map((name) => {
     const reason = skipped.get(name);
     if (reason !== undefined)
       return { name, status: 'skipped', reason, rounds: [], roundErrors: [], warnings: [] };
-    return summarizeTarget(name, results.get(name) ?? [], errors.get(name) ?? []);
+    const summary = summarizeTarget(name, results.get(name) ?? [], errors.get(name) ?? []);
+    const n = notes.get(name);
+    return n === undefined ? summary : { ...summary, notes: n };
   });
   const report: BenchReport = {
     date: new Date().toISOString(),
@@ -235,6 +275,7 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
       connections: opts.connections,
       warmupSec: opts.warmupSec,
     },
+    telemetry: telemetryText,
     machine: {
       cpus: availableParallelism(),
       cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
@@ -260,6 +301,58 @@ async function bench(procs: Processes, opts: BenchOptions, wrkBin: string, comma
     out(`wrote ${opts.markdown}`);
   }
   return 0;
+}
+
+/** How the meshlet targets among `targets` run their telemetry. */
+function telemetryNote(targets: readonly TargetName[]): string {
+  const meshlets = targets.filter((t) => t.startsWith('meshlet-'));
+  if (meshlets.length === 0) return 'no meshlet target';
+  const full = meshlets.filter((t) => t.endsWith('-telemetry'));
+  const off = meshlets.filter((t) => !t.endsWith('-telemetry'));
+  const parts: string[] = [];
+  if (off.length > 0)
+    parts.push(
+      `${off.join(', ')} with ${describeTelemetry(TELEMETRY_OFF)}, as nginx and HAProxy run with their access logs off`,
+    );
+  if (full.length > 0)
+    parts.push(
+      `${full.join(', ')} with ${describeTelemetry({ mode: 'full', accessLogPath: '', tracingEndpoint: '', samplingPercent: 1 })}`,
+    );
+  return parts.join('; ');
+}
+
+/**
+ * One note per full-telemetry target saying what it really exported, so that a figure measured
+ * while some telemetry did not work (nothing logged, no spans, scrapes failing) shows it.
+ */
+async function telemetryEvidence(
+  running: readonly RunningTarget[],
+  evidence: ReadonlyMap<TargetName, { log: LogTally; requests: number; scrapes: ScrapeTally[] }>,
+  sink: Promise<RunningSink> | undefined,
+): Promise<Map<TargetName, string[]>> {
+  const notes = new Map<TargetName, string[]>();
+  const full = running.filter((t) => t.telemetry !== undefined);
+  if (full.length === 0) return notes;
+  // Spans wait up to the exporter's flush interval (1 s) before they are sent.
+  await new Promise((r) => setTimeout(r, 1500));
+  let spans = 'no spans received';
+  try {
+    const c = sink === undefined ? undefined : await (await sink).counts();
+    if (c !== undefined) spans = `${c.spans.toLocaleString('en-US')} spans in ${c.posts} OTLP exports`;
+  } catch (err) {
+    spans = `the OTLP sink did not answer (${err instanceof Error ? err.message : String(err)})`;
+  }
+  for (const t of full) {
+    const e = evidence.get(t.name);
+    if (e === undefined || t.telemetry === undefined) continue;
+    const rest = await takeAccessLog(t.telemetry.accessLogPath);
+    const lines = e.log.lines + rest.lines;
+    const perReq = e.requests === 0 ? 0 : lines / e.requests;
+    notes.set(t.name, [
+      `access log ${lines.toLocaleString('en-US')} lines for ${e.requests.toLocaleString('en-US')} requests (${perReq.toFixed(2)} per request, ${((e.log.bytes + rest.bytes) / 1e6).toFixed(1)} MB); ${spans}${full.length > 1 ? ' (all full-telemetry targets together)' : ''}; scrapes ${formatScrapes(e.scrapes)}`,
+    ]);
+  }
+  return notes;
 }
 
 main().then(

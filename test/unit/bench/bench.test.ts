@@ -120,7 +120,15 @@ t.test('command-line flags', async (t) => {
     t.equal(d.options.rounds, 3);
     t.equal(d.options.connections, 50);
     t.equal(d.options.warmupSec, 1);
-    t.same(d.options.targets, ['direct', 'nginx', 'haproxy', 'meshlet-h1', 'meshlet-uws', 'meshlet-node']);
+    t.same(d.options.targets, [
+      'direct',
+      'nginx',
+      'haproxy',
+      'meshlet-h1',
+      'meshlet-h1-telemetry',
+      'meshlet-uws',
+      'meshlet-node',
+    ]);
   }
   const c = parseBenchArgs([
     '--duration',
@@ -208,6 +216,7 @@ t.test('text and Markdown reports', async (t) => {
       backend: 'nginx',
       loadBefore: 1.5,
     },
+    telemetry: 'meshlet-h1 with telemetry off',
     targets: withRatios([
       summarizeTarget('direct', [round(100_000, 1)], []),
       summarizeTarget(
@@ -216,6 +225,10 @@ t.test('text and Markdown reports', async (t) => {
         ['round 2: wrk did not finish within 20 s'],
       ),
       summarizeTarget('haproxy', [round(40_000, 3, { socketErrors: 2 })], []),
+      {
+        ...summarizeTarget('meshlet-h1-telemetry', [round(30_000, 4)], []),
+        notes: ['access log 1.00 per request'],
+      },
       {
         name: 'meshlet-uws',
         status: 'skipped',
@@ -233,6 +246,8 @@ t.test('text and Markdown reports', async (t) => {
   t.match(text, 'meshlet-uws: skipped (cli missing)');
   t.match(text, 'nginx: a round failed: round 2: wrk did not finish within 20 s');
   t.match(text, 'haproxy: 2 socket errors');
+  t.match(text, /^telemetry: meshlet-h1 with telemetry off$/m);
+  t.match(text, /^meshlet-h1-telemetry: access log 1.00 per request$/m);
   t.match(text, 'compare ratios, not absolute numbers');
   t.match(text, 'load average before the run: 1.50 (other work was running: expect noise)');
   const md = formatMarkdown(report);
@@ -244,4 +259,6 @@ t.test('text and Markdown reports', async (t) => {
   t.match(md, '| nginx | 50,000 | 500 µs | 2.00 ms | 1.00× | 1.00× | 19.5 | 98 % | 3 % | 50,000 |');
   t.match(md, '| meshlet-uws | skipped | — | — | — | — | — | — | — | — |');
   t.match(md, '- meshlet-uws: skipped (cli missing)');
+  t.match(md, '- **telemetry**: meshlet-h1 with telemetry off');
+  t.match(md, '- meshlet-h1-telemetry: access log 1.00 per request');
 });

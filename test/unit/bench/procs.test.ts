@@ -99,6 +99,9 @@ function fakeCli(dir: string, mode: 'ok' | 'no-route' | 'crash'): string {
 const arg = (f) => Number(process.argv[process.argv.indexOf(f) + 1]);
 if (${JSON.stringify(mode)} === 'crash') { console.error('no such command: run'); process.exit(1); }
 if (process.argv[2] !== 'run' || !process.argv.includes('--config')) process.exit(9);
+// What a bench must not miss: its flags, on stderr (stdout is the access log, which the bench discards).
+console.error('argv ' + JSON.stringify(process.argv.slice(3)));
+console.log('an access-log line nobody reads');
 createServer((q, s) => s.end('ready')).listen(arg('--admin-port'), '127.0.0.1');
 createServer((q, s) => {
   if (${JSON.stringify(mode)} === 'no-route' || q.headers.host !== 'bench-backend') { s.statusCode = 503; s.end(); return; }
@@ -136,6 +139,51 @@ t.test('meshlet targets are skipped with a reason, or started', async (t) => {
   });
   const ok = await startTarget(ctx(fakeCli(dir, 'ok')), 'meshlet-uws', 1);
   t.match(ok, { ok: true, target: { name: 'meshlet-uws' } });
+  const argvOf = (o: typeof ok): string[] => {
+    const tail = o.ok ? (o.target.proc?.outputTail() ?? '') : '';
+    return JSON.parse(/^argv (.*)$/m.exec(tail)?.[1] ?? '[]') as string[];
+  };
+  if (ok.ok) {
+    t.match(argvOf(ok), ['--config', /bench-backend\.yaml$/, '--outbound-port']);
+    t.ok(argvOf(ok).includes('--no-access-log'), 'a plain meshlet target runs without its access log');
+    t.notOk(ok.target.proc?.outputTail().includes('access-log line'), 'stdout is not kept');
+    t.equal(ok.target.telemetry, undefined);
+  }
+  t.match(await startTarget(ctx(fakeCli(dir, 'ok')), 'meshlet-h1-telemetry', 1), {
+    ok: false,
+    reason: 'no OTLP sink to export traces to',
+  });
+  let sinks = 0;
+  const full = await startTarget(
+    {
+      ...ctx(fakeCli(dir, 'ok')),
+      otlpSink: async () => {
+        sinks++;
+        return {
+          port: 9,
+          endpoint: 'http://127.0.0.1:9/v1/traces',
+          proc: undefined as never,
+          counts: async () => ({ posts: 0, spans: 0, bytes: 0, rejected: 0 }),
+        };
+      },
+    },
+    'meshlet-h1-telemetry',
+    1,
+  );
+  t.equal(sinks, 1);
+  t.match(full, {
+    ok: true,
+    target: { name: 'meshlet-h1-telemetry', telemetry: { accessLogPath: /access\.log$/ } },
+  });
+  if (full.ok) {
+    const args = argvOf(full);
+    t.notOk(args.includes('--no-access-log'));
+    t.equal(args[args.indexOf('--access-log') + 1], full.target.telemetry?.accessLogPath);
+    t.equal(args[args.indexOf('--tracing-endpoint') + 1], 'http://127.0.0.1:9/v1/traces');
+    t.equal(args[args.indexOf('--tracing-sampling') + 1], '1');
+    t.equal(args[args.indexOf('--engine') + 1], 'h1');
+    t.type(full.target.telemetry?.admin, 'number');
+  }
   t.match(await startTarget(ctx('x'), 'nginx', 1), { ok: false, reason: 'nginx is not installed' });
   t.match(await startTarget(ctx('x'), 'haproxy', 1), { ok: false, reason: 'haproxy is not installed' });
   t.match(await startTarget(ctx('x'), 'direct', 4321), { ok: true, target: { port: 4321, proc: undefined } });
