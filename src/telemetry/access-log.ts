@@ -10,6 +10,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { AccessLogConfig, AccessLogFormat } from '../config/validate-access-log.ts';
 import { type LineFormatter, lineFormatter } from './access-log-format.ts';
 import { AccessLogSink, CallbackWriter, FdWriter, type SinkOptions } from './access-log-sink.ts';
+import type { Logger } from './logger.ts';
 import type { ObservedRequest, RequestObserver } from './observed-request.ts';
 
 export type { AccessLogEntry } from './access-log-format.ts';
@@ -71,10 +72,51 @@ export class AccessLog implements RequestObserver {
     return this.sink.close();
   }
 
-  /** Reopens the file by its path (log rotation); stdout: nothing to do. */
+  /** Reopens the file by its path (log rotation); stdout: nothing to do. Rejects when the file cannot be opened (the old one stays). */
   reopen(): Promise<void> {
     return this.sink.reopen();
   }
+}
+
+/** How often at most a failing destination is reported in the process log. */
+const ERROR_REPORT_INTERVAL_MS = 10_000;
+
+/**
+ * Reports failed writes in the process log: the first at once, then at most one line per interval
+ * with the number of failures since the last line (a full disk must not flood the log).
+ */
+function errorReporter(path: string, logger: Logger, now: () => number): (err: Error) => void {
+  let last = Number.NEGATIVE_INFINITY;
+  let held = 0;
+  return (err) => {
+    const t = now();
+    if (t - last < ERROR_REPORT_INTERVAL_MS) {
+      held++;
+      return;
+    }
+    last = t;
+    logger.log('warn', 'access log write failed; its lines are dropped', {
+      path: path === '-' ? 'stdout' : path,
+      error: err.message,
+      ...(held > 0 ? { similar_errors_not_logged: held } : {}),
+    });
+    held = 0;
+  };
+}
+
+/**
+ * Reopens the access-log file (SIGUSR1, after logrotate moved it away) and logs the outcome; when
+ * the file cannot be opened the old descriptor keeps receiving lines.
+ */
+export function reopenLogged(log: AccessLog, path: string, logger: Logger): Promise<void> {
+  return log.reopen().then(
+    () => logger.log('info', 'access log reopened', { path }),
+    (err: unknown) =>
+      logger.log('warn', 'access log could not be reopened; lines still go to the previous file', {
+        path,
+        error: err instanceof Error ? err.message : String(err),
+      }),
+  );
 }
 
 /**
@@ -85,6 +127,10 @@ export function createAccessLog(
   config: AccessLogConfig,
   deps: {
     readonly registry?: Registry;
+    /** Where failed writes are reported (at most one line per 10 s). */
+    readonly logger?: Logger;
+    /** Clock of the error reports, ms. */
+    readonly now?: () => number;
     readonly onError?: (err: Error) => void;
     readonly random?: () => number;
     readonly sink?: SinkOptions;
@@ -109,10 +155,10 @@ export function createAccessLog(
     }
     writer = new FdWriter(fd, config.path);
   }
-  const sink = new AccessLogSink(writer, {
-    ...deps.sink,
-    ...(deps.onError === undefined ? {} : { onError: deps.onError }),
-  });
+  const onError =
+    deps.onError ??
+    (deps.logger === undefined ? undefined : errorReporter(config.path, deps.logger, deps.now ?? Date.now));
+  const sink = new AccessLogSink(writer, { ...deps.sink, ...(onError === undefined ? {} : { onError }) });
   const log = new AccessLog(sink, {
     format: config.format,
     minStatus: config.minStatus,

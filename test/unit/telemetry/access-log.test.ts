@@ -1,10 +1,15 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import t from 'tap';
 import { ACCESS_LOG_DEFAULTS } from '../../../src/config/validate-access-log.ts';
-import { AccessLog, type AccessLogEntry, createAccessLog } from '../../../src/telemetry/access-log.ts';
+import {
+  AccessLog,
+  type AccessLogEntry,
+  createAccessLog,
+  reopenLogged,
+} from '../../../src/telemetry/access-log.ts';
 import { AccessLogSink, type BatchWriter } from '../../../src/telemetry/access-log-sink.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { observed, WALL } from './access-log-fixture.ts';
@@ -188,6 +193,71 @@ t.test('meshlet_access_log_dropped_total counts backlog drops and failed writes'
   log.observe(observed(), 1, 200);
   t.equal(await value('write_error'), 3, 'counts go up across scrapes');
   t.equal(await value('backlog'), 2);
+});
+
+t.test('failed writes are reported in the process log, at most once per 10 s', async (t) => {
+  const out: Array<Record<string, unknown>> = [];
+  const logger = createLogger('info', (l) => out.push(JSON.parse(l) as Record<string, unknown>));
+  let clock = 0;
+  // Every write to /dev/full fails with ENOSPC.
+  const log = createAccessLog({ ...ACCESS_LOG_DEFAULTS, path: '/dev/full' }, { logger, now: () => clock });
+  const fail = async (): Promise<void> => {
+    log.observe(observed(), 1, 200);
+    await log.flush();
+  };
+  await fail();
+  clock = 5_000;
+  await fail();
+  await fail();
+  clock = 10_001;
+  await fail();
+  t.equal(log.sink.droppedWriteError, 4);
+  t.match(out, [
+    {
+      level: 'warn',
+      msg: 'access log write failed; its lines are dropped',
+      path: '/dev/full',
+      error: /ENOSPC/,
+    },
+    { level: 'warn', similar_errors_not_logged: 2 },
+  ]);
+  t.equal(out.length, 2);
+  t.notOk('similar_errors_not_logged' in (out[0] ?? {}));
+  await log.close();
+  const stdout = createAccessLog(ACCESS_LOG_DEFAULTS, { logger });
+  await stdout.close();
+});
+
+t.test('reopenLogged: a new file after rotation, or a warning and the old file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-al-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sub = join(dir, 'logs');
+  mkdirSync(sub);
+  const path = join(sub, 'access.log');
+  const out: Array<Record<string, unknown>> = [];
+  const logger = createLogger('info', (l) => out.push(JSON.parse(l) as Record<string, unknown>));
+  const log = createAccessLog({ ...ACCESS_LOG_DEFAULTS, path, format: 'text' });
+  log.observe(observed(), 1, 200);
+  await log.flush();
+  renameSync(path, `${path}.1`);
+  await reopenLogged(log, path, logger);
+  log.observe(observed(), 1, 201);
+  await log.flush();
+  t.match(readFileSync(`${path}.1`, 'utf8'), /" 200 /);
+  t.match(readFileSync(path, 'utf8'), /" 201 /);
+  renameSync(sub, join(dir, 'gone'));
+  await reopenLogged(log, path, logger);
+  log.observe(observed(), 1, 202);
+  await log.close();
+  t.match(readFileSync(join(dir, 'gone', 'access.log'), 'utf8'), /" 202 /, 'still the old file');
+  t.match(out, [
+    { level: 'info', msg: 'access log reopened', path },
+    {
+      level: 'warn',
+      msg: 'access log could not be reopened; lines still go to the previous file',
+      error: /ENOENT/,
+    },
+  ]);
 });
 
 t.test('logger: JSON lines, level filter', async (t) => {
