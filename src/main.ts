@@ -22,7 +22,7 @@ import type { SecurityEvent } from './pipeline/pipeline-types.ts';
 import { ProxyPipeline } from './pipeline/proxy-pipeline.ts';
 import { destinationModes, type PolicyCompilers, WorkloadSecurity } from './pipeline/workload-security.ts';
 import { compileRoutes } from './router/compile-routes.ts';
-import { AccessLog } from './telemetry/access-log.ts';
+import { createAccessLog, reopenLogged } from './telemetry/access-log.ts';
 import { LiveStats } from './telemetry/live-stats.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { canonicalOf, MeshMetrics, type WorkloadIdentity } from './telemetry/metrics.ts';
@@ -305,6 +305,15 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     logger.log('warn', 'configuration warning', { issue: formatIssue(issue) });
 
   const metrics = new MeshMetrics();
+  // The access log opens its file first: a path that cannot be opened stops the start-up (exit 1).
+  const accessLog = settings.accessLog.enabled
+    ? createAccessLog(settings.accessLog, { registry: metrics.registry, logger })
+    : null;
+  // SIGUSR1 reopens the access-log file by its path (after logrotate moved it away), as in Envoy.
+  const reopenAccessLog = (): void => {
+    if (accessLog !== null) void reopenLogged(accessLog, settings.accessLog.path, logger);
+  };
+  if (accessLog !== null && settings.accessLog.path !== '-') process.on('SIGUSR1', reopenAccessLog);
   const now = (): number => performance.now();
 
   // Identity: the proxy's own (sidecar: its workload's; node mode: the outbound side's), and in
@@ -411,7 +420,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     stats,
     metrics,
     identity: sidecar.identity,
-    observers: [...(settings.accessLog.enabled ? [new AccessLog()] : []), liveStats, tap],
+    observers: [...(accessLog === null ? [] : [accessLog]), liveStats, tap],
     ...(tracing === null ? {} : { tracer: tracing.tracer }),
     random: Math.random,
     now,
@@ -642,6 +651,9 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     resolver.close();
     identities.close();
     await upstream.close();
+    // Every request has finished: what the access log still holds is written before the exit.
+    process.off('SIGUSR1', reopenAccessLog);
+    await accessLog?.close();
     tap.close();
     await new Promise<void>((r) => {
       admin.server.close(() => r());
