@@ -255,7 +255,12 @@ export async function startTarget(
       return startMeshlet(ctx, name, 'h1', backendPort, cpu, TELEMETRY_OFF);
     case 'meshlet-h1-telemetry': {
       if (ctx.otlpSink === undefined) return { ok: false, reason: 'no OTLP sink to export traces to' };
-      const sink = await ctx.otlpSink();
+      let sink: RunningSink;
+      try {
+        sink = await ctx.otlpSink();
+      } catch (err) {
+        return { ok: false, reason: err instanceof Error ? err.message : String(err) };
+      }
       return startMeshlet(ctx, name, 'h1', backendPort, cpu, fullTelemetry(ctx.procs.tempDir(), sink));
     }
     case 'meshlet-uws':

@@ -153,6 +153,17 @@ t.test('meshlet targets are skipped with a reason, or started', async (t) => {
     ok: false,
     reason: 'no OTLP sink to export traces to',
   });
+  t.match(
+    await startTarget(
+      {
+        ...ctx(fakeCli(dir, 'ok')),
+        otlpSink: () => Promise.reject(new Error('the OTLP sink did not start: exited (code 1)')),
+      },
+      'meshlet-h1-telemetry',
+      1,
+    ),
+    { ok: false, reason: 'the OTLP sink did not start: exited (code 1)' },
+  );
   let sinks = 0;
   const full = await startTarget(
     {
