@@ -94,7 +94,7 @@ export function matchesRequest(
   return true;
 }
 
-function uriMatches(uri: StringMatch, ignoreCase: boolean, path: string, pathOnly: string): boolean {
+export function uriMatches(uri: StringMatch, ignoreCase: boolean, path: string, pathOnly: string): boolean {
   switch (uri.kind) {
     case 'exact':
       return ignoreCase ? equalsIgnoreAsciiCase(pathOnly, uri.value) : pathOnly === uri.value;
