@@ -11,6 +11,7 @@ import { endpointProblem } from './config/validate-tracing.ts';
 import { runDemo } from './demo/demo.ts';
 import type { EngineName } from './listener/listener-types.ts';
 import { InvalidConfigError, type RunningProxy, runProxy } from './main.ts';
+import { runExplain } from './router/explain-output.ts';
 import { LOG_LEVELS, type LogLevel } from './telemetry/logger.ts';
 import {
   CA_FILES,
@@ -350,6 +351,46 @@ export function buildCli(): Command {
     });
 
   addCaCommands(program);
+
+  program
+    .command('explain')
+    .description('how the outbound listener would route a request, without starting anything')
+    .argument('<method>', 'request method, e.g. GET')
+    .argument('<url>', 'absolute URL, e.g. http://reviews:9080/reviews/1 (its authority is the Host)')
+    .option('-c, --config <path>', 'configuration file or folder of *.yaml (env MESHLET_CONFIG)')
+    .option(
+      '-H, --header <header>',
+      "request header 'name: value' (repeatable; 'host: x' overrides the URL's authority)",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
+    .option('--namespace <ns>', 'namespace of this workload (default "default")')
+    .option('--json', 'print one JSON object instead of text')
+    .action(
+      async (
+        method: string,
+        url: string,
+        o: { config?: string; header: string[]; namespace?: string; json?: boolean },
+      ) => {
+        const config = o.config ?? process.env['MESHLET_CONFIG'];
+        if (config === undefined || config === '') {
+          process.stderr.write(
+            'meshlet explain: no configuration: pass --config PATH or set MESHLET_CONFIG\n',
+          );
+          process.exit(EXIT_INVALID);
+        }
+        const out = await runExplain({
+          config,
+          method,
+          url,
+          headers: o.header,
+          json: o.json === true,
+          ...(o.namespace !== undefined && { namespace: o.namespace }),
+        });
+        process.stderr.write(out.stderr);
+        process.stdout.write(out.stdout, () => process.exit(out.code));
+      },
+    );
 
   program
     .command('demo')
