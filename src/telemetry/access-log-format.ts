@@ -165,6 +165,17 @@ function serviceTime(r: ObservedRequest): string {
   return r.upstreamStatus > 0 ? String(Math.floor(r.rttMs)) : '-';
 }
 
+/**
+ * Envoy's `REQ(X-REQUEST-ID)`: the id the request went upstream with, or for a local reply made
+ * before any attempt (NR, RBAC) the id the client sent, when it sent one.
+ */
+function requestId(r: ObservedRequest): string {
+  if (r.requestId !== '') return r.requestId;
+  const h = r.req.headers;
+  for (let i = 0; i < h.length; i += 2) if (h[i] === 'x-request-id') return h[i + 1] as string;
+  return '-';
+}
+
 function orDash(s: string): string {
   return s === '' ? '-' : s;
 }
@@ -180,12 +191,12 @@ export function lineFormatter(format: 'json' | 'text', wallNow: () => number = D
   if (format === 'text') {
     return (r, durationMs, code) => {
       readHeaders(r, headers);
-      return `[${times.format(wallNow() - durationMs)}] "${textValue(r.req.method)} ${textValue(loggedPath(r))} HTTP/1.1" ${code} ${orDash(r.flags)} ${r.bytesReceived} ${r.bytesSent} ${Math.floor(durationMs)} ${serviceTime(r)} "${textValue(headers.forwardedFor)}" "${textValue(headers.userAgent)}" "${textValue(orDash(r.requestId))}" "${textValue(orDash(r.authority))}" "${textValue(upstreamHost(r))}"`;
+      return `[${times.format(wallNow() - durationMs)}] "${textValue(r.req.method)} ${textValue(loggedPath(r))} HTTP/1.1" ${code} ${orDash(r.flags)} ${r.bytesReceived} ${r.bytesSent} ${Math.floor(durationMs)} ${serviceTime(r)} "${textValue(headers.forwardedFor)}" "${textValue(headers.userAgent)}" "${textValue(requestId(r))}" "${textValue(orDash(r.authority))}" "${textValue(upstreamHost(r))}"`;
     };
   }
   return (r, durationMs, code) => {
     readHeaders(r, headers);
     const req = r.req;
-    return `{"start_time":"${times.format(wallNow() - durationMs)}","method":${jsonString(req.method)},"path":${jsonString(loggedPath(r))},"protocol":"HTTP/1.1","response_code":${code},"response_flags":${jsonString(orDash(r.flags))},"response_code_details":${jsonString(orDash(r.details))},"bytes_received":${r.bytesReceived},"bytes_sent":${r.bytesSent},"duration":${Math.floor(durationMs)},"upstream_service_time":"${serviceTime(r)}","upstream_host":${jsonString(upstreamHost(r))},"upstream_cluster":${jsonString(upstreamCluster(r))},"x_forwarded_for":${jsonString(headers.forwardedFor)},"user_agent":${jsonString(headers.userAgent)},"request_id":${jsonString(orDash(r.requestId))},"authority":${jsonString(orDash(r.authority))},"route_name":${jsonString(orDash(r.routeName))},"downstream_remote_address":${jsonString(orDash(req.remoteAddress))},"downstream_peer_uri_san":${jsonString(req.peer?.spiffeId ?? '-')},"upstream_transport_failure_reason":${jsonString(orDash(r.tlsFailure))},"requested_server_name":${jsonString(req.sni ?? '-')},"reporter":"${r.reporter}","attempts":${r.attempts}}`;
+    return `{"start_time":"${times.format(wallNow() - durationMs)}","method":${jsonString(req.method)},"path":${jsonString(loggedPath(r))},"protocol":"HTTP/1.1","response_code":${code},"response_flags":${jsonString(orDash(r.flags))},"response_code_details":${jsonString(orDash(r.details))},"bytes_received":${r.bytesReceived},"bytes_sent":${r.bytesSent},"duration":${Math.floor(durationMs)},"upstream_service_time":"${serviceTime(r)}","upstream_host":${jsonString(upstreamHost(r))},"upstream_cluster":${jsonString(upstreamCluster(r))},"x_forwarded_for":${jsonString(headers.forwardedFor)},"user_agent":${jsonString(headers.userAgent)},"request_id":${jsonString(requestId(r))},"authority":${jsonString(orDash(r.authority))},"route_name":${jsonString(orDash(r.routeName))},"downstream_remote_address":${jsonString(orDash(req.remoteAddress))},"downstream_peer_uri_san":${jsonString(req.peer?.spiffeId ?? '-')},"upstream_transport_failure_reason":${jsonString(orDash(r.tlsFailure))},"requested_server_name":${jsonString(req.sni ?? '-')},"reporter":"${r.reporter}","attempts":${r.attempts}}`;
   };
 }

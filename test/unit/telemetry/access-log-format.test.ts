@@ -46,6 +46,12 @@ t.test('JSON line: a local reply before routing and an inbound mTLS request', as
       404,
     ),
   ) as AccessLogEntry;
+  t.equal(
+    JSON.parse(format(observed({ requestId: '' }, { headers: ['x-request-id', 'from-client'] }), 0, 404))
+      .request_id,
+    'from-client',
+    "a local reply before any attempt logs the client's x-request-id",
+  );
   t.match(nr, {
     response_code: 404,
     response_flags: 'NR',
