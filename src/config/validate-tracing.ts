@@ -74,6 +74,35 @@ export function endpointProblem(text: string): string | null {
   return null;
 }
 
+/** An HTTP header name (RFC 9110 token). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Headers the exporter sets itself: a configured one would break the request. */
+const RESERVED_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'host',
+  'transfer-encoding',
+  'connection',
+]);
+
+/**
+ * `otlp.headers` (e.g. an authorization token for the collector): names must be header tokens the
+ * exporter does not set itself, values must not hold CR, LF or NUL, so every export request can be
+ * sent as configured.
+ */
+function exportHeaders(view: View): Record<string, string> | undefined {
+  const headers = view.stringMap();
+  if (headers === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (!TOKEN.test(name)) view.error(`header name "${name}" is not a valid HTTP header name`);
+    else if (RESERVED_HEADERS.has(name.toLowerCase())) view.error(`header "${name}" is set by the exporter`);
+    else if (/[\r\n\0]/.test(value)) view.error(`header "${name}" has a value with CR, LF or NUL`);
+    else out[name] = value;
+  }
+  return out;
+}
+
 export function parseTracing(view: View): TracingSpec | undefined {
   const m = view.map();
   if (m === undefined) return undefined;
@@ -88,14 +117,19 @@ export function parseTracing(view: View): TracingSpec | undefined {
         const endpoint = epView.string();
         const problem = endpoint === undefined ? null : endpointProblem(endpoint);
         if (problem !== null) epView.error(problem);
-        const headers = o.get('headers').stringMap();
+        const headers = exportHeaders(o.get('headers'));
         if (endpoint !== undefined && problem === null)
           otlp = { endpoint, ...(headers !== undefined ? { headers } : {}) };
       }
     }
   }
   const randomSamplingPercentage = m.get('randomSamplingPercentage').number({ min: 0, max: 100 });
-  const serviceName = m.get('serviceName').string();
+  const serviceView = m.get('serviceName');
+  let serviceName = serviceView.string();
+  if (serviceName !== undefined && serviceName.trim() === '') {
+    serviceView.error('serviceName must not be empty');
+    serviceName = undefined;
+  }
   const maxBatchSize = m.get('maxBatchSize').int({ min: 1, max: 65536 });
   const flushIntervalMs = m.get('flushInterval').duration({ minMs: 1 });
   const maxQueueSize = m.get('maxQueueSize').int({ min: 1, max: 1_000_000 });
