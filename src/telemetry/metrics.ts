@@ -103,6 +103,8 @@ interface Series {
   detached: boolean;
   /** Stands for the label sets refused by the cap. */
   readonly overflow: boolean;
+  /** The labels as exposition text, built at the first scrape. */
+  text: string | null;
 }
 
 /**
@@ -117,8 +119,13 @@ type MetricValue = {
   readonly metricName?: string;
 };
 
-/** Default cap on the label sets of the request metrics (see `IstioRequestMetrics`). */
-export const MAX_REQUEST_SERIES = 10_000;
+/**
+ * Default cap on the label sets of the request metrics (see `IstioRequestMetrics`). Each label set
+ * is 67 exposition lines of about 800 bytes (25 labels): 2 000 sets are about 108 MB and 0.1–0.2 s
+ * of formatting per scrape; 10 000 would pass V8's longest string (about 512 MB) and could not be
+ * exposed at all.
+ */
+export const MAX_REQUEST_SERIES = 2_000;
 
 /** Labels an overflow series keeps; every other label of it is `unknown`. */
 const OVERFLOW_KEPT: readonly IstioLabel[] = [
@@ -228,81 +235,90 @@ class IstioRequestMetrics {
     return this.byLabels.size;
   }
 
-  /** prom-client's metric interface, for `registry.registerMetric`. */
-  readonly counter = {
-    name: 'istio_requests_total',
-    help: 'Requests handled, counted when the response finishes.',
-    type: 'counter',
-    aggregator: 'sum',
-    get: async () => ({
-      name: this.counter.name,
-      help: this.counter.help,
-      type: this.counter.type,
-      aggregator: this.counter.aggregator,
-      values: [...this.byLabels.values()].map((s): MetricValue => ({ labels: s.labels, value: s.count })),
-    }),
-    reset: () => this.clear(),
-  };
+  /**
+   * The four families in Prometheus' text format. Written here rather than through prom-client:
+   * each label set is 67 lines of 25 labels, and prom-client's formatter (a label object per line,
+   * every value escaped again) took seconds for a thousand label sets, on the event loop that
+   * serves requests. Here each label set's label text is escaped once and reused.
+   */
+  format(): string {
+    const all = [...this.byLabels.values()];
+    let out = `# HELP istio_requests_total Requests handled, counted when the response finishes.\n# TYPE istio_requests_total counter\n`;
+    for (const s of all) out += `istio_requests_total{${labelText(s)}} ${s.count}\n`;
+    out += histogramText(
+      all,
+      'istio_request_duration_milliseconds',
+      'Time from the start of the downstream request to the end of the response, in milliseconds.',
+      (s) => s.durationBuckets,
+      (s) => s.durationSum,
+    );
+    out += histogramText(
+      all,
+      'istio_request_bytes',
+      'Request body bytes received from the downstream, per request.',
+      (s) => s.requestBuckets,
+      (s) => s.requestBytesSum,
+    );
+    out += histogramText(
+      all,
+      'istio_response_bytes',
+      'Response body bytes sent to the downstream, per request.',
+      (s) => s.responseBuckets,
+      (s) => s.responseBytesSum,
+    );
+    return out;
+  }
 
-  private clear(): void {
+  /** Forgets every series (tests); series kept by callers register again on their next request. */
+  clear(): void {
     for (const s of this.byLabels.values()) s.detached = true;
     this.byKey.clear();
     this.byLabels.clear();
     this.distinct = 0;
     this.overflowed = 0;
   }
+}
 
-  readonly duration = this.histogram(
-    'istio_request_duration_milliseconds',
-    'Time from the start of the downstream request to the end of the response, in milliseconds.',
-    (s) => s.durationBuckets,
-    (s) => s.durationSum,
-  );
+/** `le` label values, formatted once. */
+const LE_TEXT = [...ISTIO_BUCKETS.map((b) => String(b)), '+Inf'];
 
-  readonly requestBytes = this.histogram(
-    'istio_request_bytes',
-    'Request body bytes received from the downstream, per request.',
-    (s) => s.requestBuckets,
-    (s) => s.requestBytesSum,
-  );
-
-  readonly responseBytes = this.histogram(
-    'istio_response_bytes',
-    'Response body bytes sent to the downstream, per request.',
-    (s) => s.responseBuckets,
-    (s) => s.responseBytesSum,
-  );
-
-  private histogram(
-    name: string,
-    help: string,
-    buckets: (s: Series) => Float64Array,
-    sum: (s: Series) => number,
-  ): Metric {
-    const metric = {
-      name,
-      help,
-      type: 'histogram',
-      aggregator: 'sum',
-      get: async () => {
-        const values: MetricValue[] = [];
-        for (const s of this.byLabels.values()) {
-          const b = buckets(s);
-          let cumulative = 0;
-          for (let i = 0; i <= ISTIO_BUCKETS.length; i++) {
-            cumulative += b[i] as number;
-            const le = i < ISTIO_BUCKETS.length ? (ISTIO_BUCKETS[i] as number) : '+Inf';
-            values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${name}_bucket` });
-          }
-          values.push({ labels: s.labels, value: sum(s), metricName: `${name}_sum` });
-          values.push({ labels: s.labels, value: s.count, metricName: `${name}_count` });
-        }
-        return { name, help, type: 'histogram', aggregator: 'sum', values };
-      },
-      reset: () => this.clear(),
-    };
-    return metric as unknown as Metric;
+function histogramText(
+  all: readonly Series[],
+  name: string,
+  help: string,
+  buckets: (s: Series) => Float64Array,
+  sum: (s: Series) => number,
+): string {
+  let out = `# HELP ${name} ${help}\n# TYPE ${name} histogram\n`;
+  for (const s of all) {
+    const labels = labelText(s);
+    const b = buckets(s);
+    let cumulative = 0;
+    for (let i = 0; i < LE_TEXT.length; i++) {
+      cumulative += b[i] as number;
+      out += `${name}_bucket{${labels},le="${LE_TEXT[i]}"} ${cumulative}\n`;
+    }
+    out += `${name}_sum{${labels}} ${sum(s)}\n${name}_count{${labels}} ${s.count}\n`;
   }
+  return out;
+}
+
+/** The series' labels as exposition text (`a="x",b="y"`), escaped once and kept. */
+function labelText(s: Series): string {
+  if (s.text === null) {
+    let text = '';
+    for (const name of ISTIO_LABELS) {
+      const v = s.labels[name];
+      text += `${text === '' ? '' : ','}${name}="${escapeLabelValue(v)}"`;
+    }
+    s.text = text;
+  }
+  return s.text;
+}
+
+/** Prometheus text format: backslash, double quote and line feed are escaped in label values. */
+function escapeLabelValue(v: string): string {
+  return /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
 }
 
 function newSeries(key: string, labels: IstioLabelValues, overflow: boolean): Series {
@@ -319,6 +335,7 @@ function newSeries(key: string, labels: IstioLabelValues, overflow: boolean): Se
     responseBuckets: new Float64Array(n),
     detached: false,
     overflow,
+    text: null,
   };
 }
 
@@ -343,10 +360,6 @@ export class MeshMetrics {
   constructor(options: MeshMetricsOptions = {}) {
     const requests = new IstioRequestMetrics(options.maxRequestSeries ?? MAX_REQUEST_SERIES);
     this.requests = requests;
-    this.registry.registerMetric(requests.counter as unknown as Metric);
-    this.registry.registerMetric(requests.duration);
-    this.registry.registerMetric(requests.requestBytes);
-    this.registry.registerMetric(requests.responseBytes);
     this.registry.registerMetric(
       scrapedMetric(
         'meshlet_metric_series_overflow_total',
@@ -554,8 +567,15 @@ export class MeshMetrics {
     return this.requests.size;
   }
 
+  /** The whole exposition: Istio's request metrics (formatted here) and the registry's metrics. */
   async exposition(): Promise<string> {
-    return this.registry.metrics();
+    const others = await this.registry.metrics();
+    return this.requests.format() + others;
+  }
+
+  /** Forgets the request metrics' series (tests). */
+  resetRequests(): void {
+    this.requests.clear();
   }
 
   get contentType(): string {

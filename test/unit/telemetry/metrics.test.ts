@@ -254,3 +254,14 @@ t.test('listener connection counts are read at scrape time', async (t) => {
   t.match(text, /meshlet_listener_connections_active\{listener="outbound"\} 1\n/);
   t.match(text, /# TYPE meshlet_nodejs_eventloop_lag_p99_seconds gauge/, "prom-client's event-loop lag");
 });
+
+t.test('label values are escaped in the exposition', async (t) => {
+  const m = new MeshMetrics();
+  const odd = { serviceFqdn: 'a"b\\c\nd', serviceName: 'x', serviceNamespace: 'default' };
+  m.record('odd', () => istioLabels('source', self, odd, {}, 200, ''), 1, 0, 0);
+  const text = await m.exposition();
+  t.match(text, 'istio_requests_total{reporter="source",source_workload="productpage",');
+  t.match(text, 'destination_service="a\\"b\\\\c\\nd"');
+  m.resetRequests();
+  t.notMatch(await m.exposition(), /istio_requests_total\{/, 'reset forgets the series');
+});
