@@ -443,7 +443,7 @@ export const DASHBOARD_HTML = `<!doctype html>
         <col style="width: 100px"><col style="width: 90px"><col style="width: 100px"><col style="width: 70px">
       </colgroup>
       <thead><tr>
-        <th>address</th><th>state</th><th class="n">EWMA</th><th class="n">in flight</th>
+        <th>address</th><th>state</th><th class="n" title="the balancer's peak-EWMA latency estimate; a 5xx or a failed attempt counts as a penalty of 1 to 10 s">EWMA</th><th class="n">in flight</th>
         <th class="n">connections</th><th class="n">ejections</th><th class="n" title="consecutive 5xx responses">5xx in a row</th><th class="n">weight</th>
       </tr></thead>
       <tbody id="clusters-body"><tr id="clusters-empty" class="empty"><td colspan="8">no clusters configured</td></tr></tbody>
