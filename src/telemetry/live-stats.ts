@@ -144,8 +144,12 @@ export class LiveStats implements RequestObserver {
   private readonly errors: ErrorRecord[] = [];
   /** Index the next error goes to in `errors` (a ring once it holds RECENT_ERRORS). */
   private errorNext = 0;
-  /** Reused for every window merge. */
-  private readonly scratch = newHistogram();
+  /** Per-index sums of one key's slots while a snapshot is taken, reused (grown when needed). */
+  private sums = new Float64Array(4096);
+  /** Maps counts-array indexes to values: every histogram here shares the same index layout. */
+  private readonly layout = newHistogram();
+  /** `windows`, shortest first: each window's slots are a prefix of the next one's. */
+  private readonly ascending: readonly number[];
 
   constructor(options: LiveStatsOptions) {
     this.now = options.now;
@@ -153,6 +157,7 @@ export class LiveStats implements RequestObserver {
     this.windows = options.windows ?? [10, 60];
     for (const w of this.windows)
       if (!Number.isInteger(w) || w < 1 || w > SLOTS) throw new Error(`window ${w}s: must be 1-${SLOTS} s`);
+    this.ascending = [...new Set(this.windows)].sort((a, b) => a - b);
     this.maxServices = options.maxServices ?? 1000;
     this.maxRoutes = options.maxRoutes ?? 1000;
     this.startedAt = this.now();
@@ -276,48 +281,111 @@ export class LiveStats implements RequestObserver {
     return out;
   }
 
+  /**
+   * Every window of one key in one pass: the slots are summed newest first into `sums` (plain
+   * typed-array additions over the used part of each slot's counts; the library's own `add` walks
+   * its whole array through method calls and was several times slower), and each window is read
+   * off when the pass reaches its length. Rates divide by the time the window really covers: the
+   * current second only counts as far as it has gone, and a window longer than the uptime only
+   * counts the uptime (at least one second, so a fresh start does not show absurd rates).
+   */
   private windowsOf(series: Series, now: number): Record<string, WindowStats> {
     const out: Record<string, WindowStats> = {};
-    for (const w of this.windows) out[`${w}s`] = this.window(series, now, w);
+    const current = Math.floor(now / 1000);
+    const uptime = (now - this.startedAt) / 1000;
+    const into = (now - current * 1000) / 1000;
+    const ascending = this.ascending;
+    const longest = ascending[ascending.length - 1] ?? 0;
+    let sums = this.sums;
+    let used = 0;
+    let requests = 0;
+    let errors = 0;
+    let highest = 0;
+    let next = 0;
+    for (let age = 0; age < longest; age++) {
+      const second = current - age;
+      const slot = series.slots[(((second % SLOTS) + SLOTS) % SLOTS) as number] as Slot;
+      const h = slot.histogram;
+      if (slot.second === second && slot.requests > 0 && h !== null) {
+        requests += slot.requests;
+        errors += slot.errors;
+        if (h.maxValue > highest) highest = h.maxValue;
+        const counts = h._counts;
+        const top = Math.min(counts.length, h.countsArrayIndex(h.maxValue) + 1);
+        if (top > sums.length) {
+          const grown = new Float64Array(Math.max(top, sums.length * 2));
+          grown.set(sums);
+          sums = grown;
+          this.sums = grown;
+        }
+        for (let i = 0; i < top; i++) sums[i] = (sums[i] as number) + (counts[i] as number);
+        if (top > used) used = top;
+      }
+      while (next < ascending.length && ascending[next] === age + 1) {
+        const seconds = age + 1;
+        const covered = Math.max(1, Math.min(seconds - 1 + into, uptime));
+        out[`${seconds}s`] = this.read(sums, used, requests, errors, highest, seconds, covered);
+        next++;
+      }
+    }
+    sums.fill(0, 0, used);
     return out;
   }
 
-  /**
-   * The last `seconds` whole seconds, the current one included. The rate divides by the time the
-   * window really covers: the current second only counts as far as it has gone, and a window
-   * longer than the uptime only counts the uptime (at least one second, so a fresh start does not
-   * show absurd rates).
-   */
-  private window(series: Series, now: number, seconds: number): WindowStats {
-    const current = Math.floor(now / 1000);
-    const oldest = current - seconds + 1;
-    const h = this.scratch;
-    h.reset();
-    let requests = 0;
-    let errors = 0;
-    for (const slot of series.slots) {
-      if (slot.second < oldest || slot.second > current || slot.requests === 0) continue;
-      requests += slot.requests;
-      errors += slot.errors;
-      if (slot.histogram !== null) h.add(slot.histogram);
+  /** One window's figures from the summed counts (percentiles as HDR computes them). */
+  private read(
+    sums: Float64Array,
+    used: number,
+    requests: number,
+    errors: number,
+    highest: number,
+    seconds: number,
+    covered: number,
+  ): WindowStats {
+    let p50 = 0;
+    let p90 = 0;
+    let p99 = 0;
+    let p999 = 0;
+    let total = 0;
+    for (let i = 0; i < used; i++) total += sums[i] as number;
+    if (total > 0) {
+      const rank = (p: number): number => Math.max(1, Math.floor((p / 100) * total + 0.5));
+      const r50 = rank(50);
+      const r90 = rank(90);
+      const r99 = rank(99);
+      const r999 = rank(99.9);
+      let seen = 0;
+      for (let i = 0; i < used; i++) {
+        const c = sums[i] as number;
+        if (c === 0) continue;
+        const before = seen;
+        seen += c;
+        const value = this.valueAt(i);
+        if (before < r50 && seen >= r50) p50 = value;
+        if (before < r90 && seen >= r90) p90 = value;
+        if (before < r99 && seen >= r99) p99 = value;
+        if (before < r999 && seen >= r999) p999 = value;
+      }
     }
-    const covered = Math.max(
-      1,
-      Math.min(seconds - 1 + (now - current * 1000) / 1000, (now - this.startedAt) / 1000),
-    );
-    const at = (p: number): number => (requests === 0 ? 0 : round3(h.getValueAtPercentile(p) / UNITS_PER_MS));
     return {
       seconds,
       requests,
       rps: round3(requests / covered),
       errors,
       error_rate: requests === 0 ? 0 : round3(errors / requests),
-      p50_ms: at(50),
-      p90_ms: at(90),
-      p99_ms: at(99),
-      p999_ms: at(99.9),
-      max_ms: requests === 0 ? 0 : round3(h.maxValue / UNITS_PER_MS),
+      p50_ms: p50,
+      p90_ms: p90,
+      p99_ms: p99,
+      p999_ms: p999,
+      // The slots' own maxima: exact, where the summed counts only know the bucket.
+      max_ms: total === 0 ? 0 : round3(highest / UNITS_PER_MS),
     };
+  }
+
+  /** The value (ms) a counts index stands for: the highest equivalent one, as HDR reports. */
+  private valueAt(index: number): number {
+    const l = this.layout;
+    return round3(l.highestEquivalentValue(l.valueFromIndex(index)) / UNITS_PER_MS);
   }
 }
 

@@ -1,3 +1,4 @@
+import { Int32Histogram } from 'hdr-histogram-js';
 import t from 'tap';
 import { LiveStats } from '../../../src/telemetry/live-stats.ts';
 import type { WindowStats } from '../../../src/telemetry/live-stats-types.ts';
@@ -127,6 +128,37 @@ t.test('windows: requests at t, t+5 s and t+61 s', async (t) => {
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
+
+t.test('merged windows give the percentiles one HDR histogram of the same values gives', async (t) => {
+  const { stats, clock } = setup();
+  const start = clock.t;
+  const all = new Int32Histogram(1, 2, 3);
+  all.autoResize = true;
+  // A seeded generator: the same mixed latencies (sub-ms to seconds, long tail) every run.
+  let seed = 42;
+  const random = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  for (let s = 0; s < 50; s++) {
+    clock.t = start + s * 1000 + 300;
+    for (let i = 0; i < 200; i++) {
+      const ms = random() < 0.95 ? 0.05 + random() * 5 : 50 + random() * 3000;
+      stats.observe(request(), ms, 200);
+      all.recordValue(Math.round(ms * 100));
+    }
+  }
+  const w = win(stats, '60s');
+  t.equal(w.requests, 10_000);
+  for (const [field, p] of [
+    ['p50_ms', 50],
+    ['p90_ms', 90],
+    ['p99_ms', 99],
+    ['p999_ms', 99.9],
+  ] as const)
+    t.equal(w[field], Math.round(all.getValueAtPercentile(p) * 10) / 1000, field);
+  t.equal(w.max_ms, Math.round(all.maxValue * 10) / 1000, 'max');
+});
 
 t.test('services and routes are keyed by reporter', async (t) => {
   const { stats } = setup();
