@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
-import { Agent } from 'undici';
+import { Agent, request } from 'undici';
 import { type FaultBackend, startFaultBackend } from '../helpers/fault-backends.ts';
 import { call, sleep } from '../helpers/mesh-client.ts';
 import { serviceEntryYaml } from '../helpers/mesh-yaml.ts';
@@ -90,6 +90,7 @@ kind: Proxy
 metadata: { name: productpage }
 spec:
   labels: { app: productpage, version: v1 }
+  app: 127.0.0.1:${backend.port}
   tracing:
     serviceName: productpage
     flushInterval: 50ms
@@ -259,6 +260,30 @@ t.test('tracing end to end', async (t) => {
     const spans = await spansOf(collector, m?.[1] ?? '', 2);
     t.equal(spans.find((s) => s.kind === 2)?.parentSpanId ?? '', '', 'the request span is the root');
     t.equal(spans.find((s) => s.kind === 3)?.spanId, m?.[2]);
+  });
+
+  t.test('inbound: the request span serves the peer, the attempt goes to the application', async (t) => {
+    const trace = '11111111111111111111111111111111';
+    const res = await request(`http://127.0.0.1:${mesh.inboundPort}/inbound`, {
+      dispatcher: agent,
+      headers: { host: 'productpage:9080', traceparent: `00-${trace}-${CALLER_SPAN}-01` },
+    });
+    await res.body.text();
+    t.equal(res.statusCode, 200);
+    const spans = await spansOf(collector, trace, 2);
+    const server = spans.find((s) => s.kind === 2);
+    const client = spans.find((s) => s.kind === 3);
+    if (server === undefined || client === undefined) {
+      t.fail('spans missing');
+      return;
+    }
+    t.equal(attr(server, 'meshlet.reporter'), 'destination');
+    t.equal(server.parentSpanId, CALLER_SPAN);
+    t.equal(client.parentSpanId, server.spanId);
+    t.equal(client.name, `router inbound|${backend.port}|| egress`);
+    t.equal(server.name, 'GET productpage', "the request's host names the span");
+    const [h] = triesOf(backend, '/inbound') as [IncomingMessage['headers']];
+    t.equal(one(h['traceparent']), `00-${trace}-${client.spanId}-01`);
   });
 
   t.test('sampling 0: nothing exported unless the caller sampled', async (t) => {
