@@ -128,10 +128,28 @@ export class TelemetryStage {
   }
 }
 
+/**
+ * The key part of one endpoint object: its id and its labels. An endpoint keeps its id (its
+ * address) across reloads while a reload may change its labels (a version relabelled), and the
+ * metrics map a key to the labels it was first seen with; each snapshot has its own endpoint
+ * objects, so this is computed once per endpoint and snapshot.
+ */
+const endpointKeys = new WeakMap<Endpoint, string>();
+
+function endpointKey(endpoint: Endpoint | null): string {
+  if (endpoint === null) return '';
+  let key = endpointKeys.get(endpoint);
+  if (key === undefined) {
+    key = `${endpoint.id}${JSON.stringify(endpoint.labels)}`;
+    endpointKeys.set(endpoint, key);
+  }
+  return key;
+}
+
 /** The key of an exchange's metric series: the label values that vary between requests. */
 function metricKey(ex: Exchange, code: number): string {
   const peer = ex.peer;
-  const base = `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${ex.endpoint?.id ?? ''}|${code}|${ex.flags}`;
+  const base = `${ex.reporter}|${peer.serviceFqdn}|${peer.serviceName}|${endpointKey(ex.endpoint)}|${code}|${ex.flags}`;
   if (ex.reporter === 'destination') {
     // Inbound: the workload (node mode has several) and what mTLS told about the caller.
     const req = ex.req;
