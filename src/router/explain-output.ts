@@ -191,16 +191,18 @@ export function renderText(e: Explanation): string {
   } else {
     const via =
       vh.domainKind === 'name'
-        ? `the service name ${vh.host}`
+        ? vh.service
+          ? 'the service name'
+          : 'the VirtualService host'
         : vh.domainKind === 'wildcard'
-          ? `wildcard domain ${vh.domain} of ${vh.host}`
+          ? `covered by the wildcard domain ${vh.domain} of ${vh.host}`
           : vh.domainKind === 'address'
-            ? `address ${vh.domain} of ${vh.host}`
-            : `short name ${vh.domain} of ${vh.host} (namespace ${e.namespace})`;
+            ? `an address of ${vh.host}`
+            : `short name of ${vh.host} in namespace ${e.namespace}`;
     lines.push(
       `virtual host: ${vh.host} port ${vh.port}${vh.service ? '' : ' (VirtualService host, no ServiceEntry)'}`,
     );
-    lines.push(row(2, 'matched by', `${r.host} is ${via}; port ${vh.port} from the ${vh.portFrom}`));
+    lines.push(row(2, 'matched by', `${r.host}: ${via}; port ${vh.port} from the ${vh.portFrom}`));
   }
   const vs = e.virtualService;
   if (vs !== null) {

@@ -701,7 +701,7 @@ spec:
 `);
   const byAddress = run(bundle, 'GET', 'http://240.0.0.1/');
   t.equal(byAddress.virtualHost?.domainKind, 'address');
-  t.match(renderText(byAddress), 'address 240.0.0.1 of api.example.com');
+  t.match(renderText(byAddress), '240.0.0.1: an address of api.example.com');
   const c = forward(byAddress).destinations[0]?.details;
   t.same(
     c?.endpoints.map((e) => [e.address, e.dns]),
@@ -711,7 +711,10 @@ spec:
   const wild = run(bundle, 'GET', 'http://a.wild.example.com/');
   t.equal(wild.virtualHost?.domainKind, 'wildcard');
   t.same(wild.action.kind, 'passthrough');
-  t.match(renderText(wild), 'wildcard domain *.wild.example.com');
+  t.match(
+    renderText(wild),
+    'a.wild.example.com: covered by the wildcard domain *.wild.example.com of *.wild.example.com',
+  );
 });
 
 /** The destination a draw `r` picks from an explanation's destinations (cumulative probabilities). */
