@@ -262,6 +262,9 @@ t.test('label values are escaped in the exposition', async (t) => {
   const text = await m.exposition();
   t.match(text, 'istio_requests_total{reporter="source",source_workload="productpage",');
   t.match(text, 'destination_service="a\\"b\\\\c\\nd"');
+  const kept = m.requestSeries('odd', () => istioLabels('source', self, odd, {}, 200, ''));
   m.resetRequests();
   t.notMatch(await m.exposition(), /istio_requests_total\{/, 'reset forgets the series');
+  m.observe(kept, 2, 0, 0);
+  t.match(await m.exposition(), /istio_requests_total\{[^}]*\} 1\n/, 'a kept series registers again');
 });
