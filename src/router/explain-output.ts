@@ -228,6 +228,9 @@ export interface ExplainCommand {
   readonly url: string;
   readonly headers: readonly string[];
   readonly namespace?: string;
+  /** As `run --identity-dir` / `--trust-domain`: only whether an identity exists matters (no file is read). */
+  readonly identityDir?: string;
+  readonly trustDomain?: string;
   readonly json: boolean;
 }
 
@@ -258,7 +261,11 @@ export async function runExplain(cmd: ExplainCommand): Promise<ExplainOutcome> {
   let settings: ReturnType<typeof resolveSettings>;
   try {
     settings = resolveSettings(
-      cmd.namespace === undefined ? {} : { namespace: cmd.namespace },
+      {
+        ...(cmd.namespace !== undefined && { namespace: cmd.namespace }),
+        ...(cmd.identityDir !== undefined && { identityDir: cmd.identityDir }),
+        ...(cmd.trustDomain !== undefined && { trustDomain: cmd.trustDomain }),
+      },
       bundle.proxy?.spec ?? null,
     );
   } catch (err) {

@@ -866,6 +866,27 @@ spec: { app: "not a host port" }
     json: false,
   });
   t.equal(badSettings.code, 2);
+  const badDomain = await runExplain({
+    config: good,
+    method: 'GET',
+    url: 'http://reviews:9080/',
+    headers: [],
+    trustDomain: 'Not A Domain',
+    json: false,
+  });
+  t.equal(badDomain.code, 2);
+  t.match(badDomain.stderr, '--trust-domain must be a SPIFFE trust domain');
+  const withId = await runExplain({
+    config: good,
+    method: 'GET',
+    url: 'http://reviews:9080/',
+    headers: [],
+    identityDir: '/nonexistent',
+    trustDomain: 'example.org',
+    json: false,
+  });
+  t.equal(withId.code, 0);
+  t.match(withId.stdout, 'ISTIO_MUTUAL (SNI outbound_.9080_._.reviews.default.svc.cluster.local');
 });
 
 t.test(
