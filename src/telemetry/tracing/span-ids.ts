@@ -22,10 +22,16 @@ export class PooledIds implements IdSource {
   private readonly bytes = Buffer.allocUnsafe(POOL_BYTES);
   private hex = '';
   private offset = POOL_HEX;
+  private readonly fill: (b: Buffer) => void;
+
+  /** `fill`: fills the pool with random bytes (tests inject their own). */
+  constructor(fill: (b: Buffer) => void = randomFillSync) {
+    this.fill = fill;
+  }
 
   private take(chars: number): string {
     if (this.offset + chars > POOL_HEX) {
-      randomFillSync(this.bytes);
+      this.fill(this.bytes);
       this.hex = this.bytes.toString('hex');
       this.offset = 0;
     }

@@ -258,3 +258,41 @@ t.test('the HTTP transport posts JSON over keep-alive', async (t) => {
   const closed = httpTransport('http://127.0.0.1:1/v1/traces', {}, 2000);
   await t.rejects(closed('{}'), 'a connection failure rejects');
 });
+
+t.test('a span that cannot be encoded drops its batch as rejected', async (t) => {
+  const clock = fakeTimers();
+  const errors: string[] = [];
+  const { transport, bodies } = scripted([]);
+  const exporter = new OtlpExporter({
+    transport,
+    resource: { serviceName: 'svc' },
+    unixOffsetMs: 0,
+    maxBatchSize: 1,
+    flushIntervalMs: 10,
+    maxQueueSize: 10,
+    timers: clock.timers,
+    onError: (reason, _detail, n) => errors.push(`${reason} ${n}`),
+  });
+  exporter.enqueue({ ...span(1), startMs: Number.NaN });
+  await flushMicrotasks();
+  t.equal(bodies.length, 0);
+  t.same(errors, ['rejected 1']);
+  t.equal(exporter.dropped.rejected, 1);
+});
+
+t.test('real timers: a partial batch leaves after flushIntervalMs', async (t) => {
+  const { transport, bodies } = scripted([]);
+  const exporter = new OtlpExporter({
+    transport,
+    resource: { serviceName: 'svc' },
+    unixOffsetMs: 0,
+    maxBatchSize: 10,
+    flushIntervalMs: 5,
+    maxQueueSize: 10,
+  });
+  exporter.enqueue(span(1));
+  const deadline = Date.now() + 2000;
+  while (bodies.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  t.equal(bodies.length, 1);
+  t.equal(await exporter.shutdown(100), true);
+});

@@ -4,6 +4,7 @@ import {
   B3_NONE,
   B3_SINGLE,
   formatTraceparent,
+  isTraceHeader,
   parseB3Single,
   parseTraceparent,
   readContext,
@@ -198,5 +199,44 @@ t.test('withContext replaces the trace headers', async (t) => {
     `00-${TRACE}-${'b'.repeat(16)}-01`,
     'b3',
     `${TRACE}-${'b'.repeat(16)}-d-${'c'.repeat(16)}`,
+  ]);
+});
+
+t.test('trace header names, zero B3 ids, unsampled B3 out', async (t) => {
+  t.same(
+    [
+      'traceparent',
+      'tracestate',
+      'b3',
+      'x-b3-spanid',
+      'x-b3-flags',
+      'host',
+      'baggage',
+      'x-request-id',
+      'trace',
+    ].map(isTraceHeader),
+    [true, true, true, true, true, false, false, false, false],
+  );
+  t.equal(
+    readContext(['x-b3-traceid', '0000000000000000', 'x-b3-spanid', SPAN]),
+    null,
+    'an all-zero 64-bit id',
+  );
+  t.equal(
+    readContext(['x-b3-traceid', SPAN, 'x-b3-spanid', '0000000000000000']),
+    null,
+    'an all-zero span id',
+  );
+  t.same(withContext([], TRACE, SPAN, SPAN, false, false, '', B3_SINGLE), [
+    'traceparent',
+    `00-${TRACE}-${SPAN}-00`,
+    'b3',
+    `${TRACE}-${SPAN}-0-${SPAN}`,
+  ]);
+  t.same(withContext([], TRACE, SPAN, SPAN, false, true, '', B3_MULTI).slice(-4), [
+    'x-b3-parentspanid',
+    SPAN,
+    'x-b3-flags',
+    '1',
   ]);
 });

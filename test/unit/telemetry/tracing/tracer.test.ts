@@ -280,3 +280,32 @@ t.test('pooled ids are valid hex and differ', async (t) => {
   t.equal(bad, 0);
   t.equal(seen.size, 1000);
 });
+
+t.test('pooled ids never answer all zeros', async (t) => {
+  // The first pool is all zeros, the next all 0x01 bytes: the zero ids are skipped, not returned.
+  let fills = 0;
+  const ids = new PooledIds((b) => {
+    b.fill(fills++ === 0 ? 0 : 1);
+  });
+  let zeroSpans = 0;
+  for (let i = 0; i < 128; i++) if (ids.spanId() === '0000000000000000') zeroSpans++;
+  t.equal(zeroSpans, 0);
+  t.equal(ids.traceId(), '01'.repeat(16));
+  const traces = new PooledIds((b) => {
+    b.fill(fills++ === 2 ? 0 : 2);
+  });
+  t.equal(traces.traceId(), '02'.repeat(16));
+});
+
+t.test('an attempt started while the previous one is open closes it as abandoned', async (t) => {
+  const { tracer, spans } = setup(100);
+  const trace = tracer.start([], 'source', 1000)!;
+  trace.attemptStarted([], request());
+  trace.attemptStarted([], request());
+  trace.attemptEnded(request(), null);
+  trace.finished(request(), 5, 200);
+  t.same(
+    spans.map((s) => s.error),
+    [null, 'abandoned', null],
+  );
+});
