@@ -365,12 +365,21 @@ export function buildCli(): Command {
       [] as string[],
     )
     .option('--namespace <ns>', 'namespace of this workload (default "default")')
+    .option('--identity-dir <dir>', 'as for run: explain mTLS as with a workload identity (no file is read)')
+    .option('--trust-domain <domain>', 'as for run: SPIFFE trust domain of expected server identities')
     .option('--json', 'print one JSON object instead of text')
     .action(
       async (
         method: string,
         url: string,
-        o: { config?: string; header: string[]; namespace?: string; json?: boolean },
+        o: {
+          config?: string;
+          header: string[];
+          namespace?: string;
+          identityDir?: string;
+          trustDomain?: string;
+          json?: boolean;
+        },
       ) => {
         const config = o.config ?? process.env['MESHLET_CONFIG'];
         if (config === undefined || config === '') {
@@ -386,6 +395,8 @@ export function buildCli(): Command {
           headers: o.header,
           json: o.json === true,
           ...(o.namespace !== undefined && { namespace: o.namespace }),
+          ...(o.identityDir !== undefined && { identityDir: o.identityDir }),
+          ...(o.trustDomain !== undefined && { trustDomain: o.trustDomain }),
         });
         process.stderr.write(out.stderr);
         process.stdout.write(out.stdout, () => process.exit(out.code));
