@@ -85,6 +85,11 @@ export class StartTimeFormatter {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
 const JSON_UNSAFE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
+/** A string known to need no escaping, as a JSON string literal. */
+function quoted(s: string): string {
+  return `"${s}"`;
+}
+
 /** `s` as a JSON string literal. */
 export function jsonString(s: string): string {
   return JSON_UNSAFE.test(s) ? JSON.stringify(s) : `"${s}"`;
@@ -191,12 +196,51 @@ export function lineFormatter(format: 'json' | 'text', wallNow: () => number = D
   if (format === 'text') {
     return (r, durationMs, code) => {
       readHeaders(r, headers);
-      return `[${times.format(wallNow() - durationMs)}] "${textValue(r.req.method)} ${textValue(loggedPath(r))} HTTP/1.1" ${code} ${orDash(r.flags)} ${r.bytesReceived} ${r.bytesSent} ${Math.floor(durationMs)} ${serviceTime(r)} "${textValue(headers.forwardedFor)}" "${textValue(headers.userAgent)}" "${textValue(requestId(r))}" "${textValue(orDash(r.authority))}" "${textValue(upstreamHost(r))}"`;
+      let method = r.req.method;
+      let path = loggedPath(r);
+      let xff = headers.forwardedFor;
+      let ua = headers.userAgent;
+      let id = requestId(r);
+      let authority = orDash(r.authority);
+      let host = upstreamHost(r);
+      // One test over all the values; only a line that has something to escape pays per value.
+      if (TEXT_UNSAFE.test(`${method}${path}${xff}${ua}${id}${authority}${host}`)) {
+        method = textValue(method);
+        path = textValue(path);
+        xff = textValue(xff);
+        ua = textValue(ua);
+        id = textValue(id);
+        authority = textValue(authority);
+        host = textValue(host);
+      }
+      return `[${times.format(wallNow() - durationMs)}] "${method} ${path} HTTP/1.1" ${code} ${orDash(r.flags)} ${r.bytesReceived} ${r.bytesSent} ${Math.floor(durationMs)} ${serviceTime(r)} "${xff}" "${ua}" "${id}" "${authority}" "${host}"`;
     };
   }
   return (r, durationMs, code) => {
     readHeaders(r, headers);
     const req = r.req;
-    return `{"start_time":"${times.format(wallNow() - durationMs)}","method":${jsonString(req.method)},"path":${jsonString(loggedPath(r))},"protocol":"HTTP/1.1","response_code":${code},"response_flags":${jsonString(orDash(r.flags))},"response_code_details":${jsonString(orDash(r.details))},"bytes_received":${r.bytesReceived},"bytes_sent":${r.bytesSent},"duration":${Math.floor(durationMs)},"upstream_service_time":"${serviceTime(r)}","upstream_host":${jsonString(upstreamHost(r))},"upstream_cluster":${jsonString(upstreamCluster(r))},"x_forwarded_for":${jsonString(headers.forwardedFor)},"user_agent":${jsonString(headers.userAgent)},"request_id":${jsonString(requestId(r))},"authority":${jsonString(orDash(r.authority))},"route_name":${jsonString(orDash(r.routeName))},"downstream_remote_address":${jsonString(orDash(req.remoteAddress))},"downstream_peer_uri_san":${jsonString(req.peer?.spiffeId ?? '-')},"upstream_transport_failure_reason":${jsonString(orDash(r.tlsFailure))},"requested_server_name":${jsonString(req.sni ?? '-')},"reporter":"${r.reporter}","attempts":${r.attempts}}`;
+    const method = req.method;
+    const path = loggedPath(r);
+    const flags = orDash(r.flags);
+    const details = orDash(r.details);
+    const host = upstreamHost(r);
+    const cluster = upstreamCluster(r);
+    const xff = headers.forwardedFor;
+    const ua = headers.userAgent;
+    const id = requestId(r);
+    const authority = orDash(r.authority);
+    const route = orDash(r.routeName);
+    const remote = orDash(req.remoteAddress);
+    const san = req.peer?.spiffeId ?? '-';
+    const tls = orDash(r.tlsFailure);
+    const sni = req.sni ?? '-';
+    // One test over all the values instead of one per value: nearly every line needs no escaping
+    // at all, and then each value is written between quotes as it is.
+    const q = JSON_UNSAFE.test(
+      `${method}${path}${flags}${details}${host}${cluster}${xff}${ua}${id}${authority}${route}${remote}${san}${tls}${sni}`,
+    )
+      ? jsonString
+      : quoted;
+    return `{"start_time":"${times.format(wallNow() - durationMs)}","method":${q(method)},"path":${q(path)},"protocol":"HTTP/1.1","response_code":${code},"response_flags":${q(flags)},"response_code_details":${q(details)},"bytes_received":${r.bytesReceived},"bytes_sent":${r.bytesSent},"duration":${Math.floor(durationMs)},"upstream_service_time":"${serviceTime(r)}","upstream_host":${q(host)},"upstream_cluster":${q(cluster)},"x_forwarded_for":${q(xff)},"user_agent":${q(ua)},"request_id":${q(id)},"authority":${q(authority)},"route_name":${q(route)},"downstream_remote_address":${q(remote)},"downstream_peer_uri_san":${q(san)},"upstream_transport_failure_reason":${q(tls)},"requested_server_name":${q(sni)},"reporter":"${r.reporter}","attempts":${r.attempts}}`;
   };
 }

@@ -183,3 +183,39 @@ t.test('start time: milliseconds padded, the second cached but never stale', asy
     t.equal(f.format(ms), new Date(ms).toISOString(), `same as toISOString for ${ms}`);
   }
 });
+
+t.test('cost per line (printed for the README; the hand-built JSON line beats JSON.stringify)', async (t) => {
+  const r = observed();
+  const json = lineFormatter('json');
+  const text = lineFormatter('text');
+  // The same fields as an object, the way a JSON.stringify-based logger would build the line.
+  const object = JSON.parse(json(r, 3, 200)) as Record<string, unknown>;
+  const stringify = (d: number): string =>
+    JSON.stringify({ ...object, start_time: new Date(Date.now() - d).toISOString(), duration: d });
+  const n = 20_000;
+  const fns = {
+    json: (d: number) => json(r, d, 200),
+    text: (d: number) => text(r, d, 200),
+    stringify,
+  };
+  const cost = {
+    json: Number.POSITIVE_INFINITY,
+    text: Number.POSITIVE_INFINITY,
+    stringify: Number.POSITIVE_INFINITY,
+  };
+  // Rounds alternate between the three, so a busy machine slows them alike; the best round counts.
+  for (let round = 0; round < 6; round++) {
+    for (const key of ['json', 'text', 'stringify'] as const) {
+      const fn = fns[key];
+      let size = 0;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) size += fn(i & 7).length;
+      const us = Number(process.hrtime.bigint() - t0) / 1e3 / n;
+      if (size > 0 && round > 0) cost[key] = Math.min(cost[key], us);
+    }
+  }
+  t.comment(
+    `µs per line (best of 5 rounds × ${n}): json ${cost.json.toFixed(2)}, text ${cost.text.toFixed(2)}, JSON.stringify of the fields ${cost.stringify.toFixed(2)}`,
+  );
+  t.ok(cost.json < cost.stringify, 'hand-built JSON is cheaper than JSON.stringify');
+});
