@@ -27,7 +27,14 @@ import type { ObservedRequest, RequestObserver } from './observed-request.ts';
 const UNITS_PER_MS = 100;
 /** Longer latencies are recorded as this (one hour): a bound on how far a histogram can grow. */
 const MAX_UNITS = 3_600_000 * UNITS_PER_MS;
-const SLOTS = 60;
+/** The longest window, in seconds. */
+const MAX_WINDOW = 60;
+/**
+ * Slots per ring: a few more than the longest window, so that a second that has just left a window
+ * is still intact when the next read subtracts it from that window's running sums (reads at most
+ * RING - MAX_WINDOW seconds apart update incrementally; reads further apart sum afresh).
+ */
+const RING = 64;
 const RECENT_ERRORS = 50;
 
 export interface LiveStatsOptions {
@@ -53,15 +60,33 @@ interface Slot {
   histogram: Int32Histogram | null;
 }
 
+/** Per-index histogram sums over the complete seconds of one window (kept between reads). */
+interface WindowSums {
+  counts: Float64Array;
+  /** Indexes below this may be non-zero. */
+  used: number;
+}
+
 class Series {
   readonly slots: Slot[] = [];
+  /**
+   * The current second at the last read: `sums[k]` then held the seconds of window k before it
+   * (the complete ones; the current second's slot is added at each read). -1: never read.
+   */
+  readSecond = -1;
+  /** One per window, in ascending window order; created on the first read. */
+  sums: WindowSums[] = [];
 
   constructor() {
-    for (let i = 0; i < SLOTS; i++) this.slots.push({ second: -1, requests: 0, errors: 0, histogram: null });
+    for (let i = 0; i < RING; i++) this.slots.push({ second: -1, requests: 0, errors: 0, histogram: null });
+  }
+
+  slotOf(second: number): Slot {
+    return this.slots[((second % RING) + RING) % RING] as Slot;
   }
 
   record(second: number, units: number, error: boolean): void {
-    const slot = this.slots[second % SLOTS] as Slot;
+    const slot = this.slots[second % RING] as Slot;
     if (slot.second !== second) {
       slot.second = second;
       slot.requests = 0;
@@ -144,8 +169,6 @@ export class LiveStats implements RequestObserver {
   private readonly errors: ErrorRecord[] = [];
   /** Index the next error goes to in `errors` (a ring once it holds RECENT_ERRORS). */
   private errorNext = 0;
-  /** Per-index sums of one key's slots while a snapshot is taken, reused (grown when needed). */
-  private sums = new Float64Array(4096);
   /** Maps counts-array indexes to values: every histogram here shares the same index layout. */
   private readonly layout = newHistogram();
   /** `windows`, shortest first: each window's slots are a prefix of the next one's. */
@@ -156,7 +179,8 @@ export class LiveStats implements RequestObserver {
     this.wallClock = options.wallClock ?? Date.now;
     this.windows = options.windows ?? [10, 60];
     for (const w of this.windows)
-      if (!Number.isInteger(w) || w < 1 || w > SLOTS) throw new Error(`window ${w}s: must be 1-${SLOTS} s`);
+      if (!Number.isInteger(w) || w < 1 || w > MAX_WINDOW)
+        throw new Error(`window ${w}s: must be 1-${MAX_WINDOW} s`);
     this.ascending = [...new Set(this.windows)].sort((a, b) => a - b);
     this.maxServices = options.maxServices ?? 1000;
     this.maxRoutes = options.maxRoutes ?? 1000;
@@ -282,89 +306,118 @@ export class LiveStats implements RequestObserver {
   }
 
   /**
-   * Every window of one key in one pass: the slots are summed newest first into `sums` (plain
-   * typed-array additions over the used part of each slot's counts; the library's own `add` walks
-   * its whole array through method calls and was several times slower), and each window is read
-   * off when the pass reaches its length. Rates divide by the time the window really covers: the
-   * current second only counts as far as it has gone, and a window longer than the uptime only
-   * counts the uptime (at least one second, so a fresh start does not show absurd rates).
+   * Every window of one key. Each window keeps running per-index sums of its complete seconds
+   * between reads: a read adds the seconds completed since the last one and subtracts those that
+   * left, a few slots' worth of plain typed-array arithmetic, instead of summing up to 60 slots
+   * again (the library's own `add` walks a whole counts array through method calls per slot; that
+   * was most of the cost of /stats). Counts, errors and the maximum come from the slots directly.
+   * Rates divide by the time the window really covers: the current second only as far as it has
+   * gone, and at most the uptime (at least one second, so a fresh start shows no absurd rates).
    */
   private windowsOf(series: Series, now: number): Record<string, WindowStats> {
-    const out: Record<string, WindowStats> = {};
     const current = Math.floor(now / 1000);
-    const uptime = (now - this.startedAt) / 1000;
-    const into = (now - current * 1000) / 1000;
     const ascending = this.ascending;
     const longest = ascending[ascending.length - 1] ?? 0;
-    let sums = this.sums;
-    let used = 0;
+    if (series.sums.length !== ascending.length)
+      series.sums = ascending.map(() => ({ counts: new Float64Array(0), used: 0 }));
+    const gap = current - series.readSecond;
+    if (series.readSecond < 0 || gap < 0 || gap > RING - longest) {
+      for (let k = 0; k < ascending.length; k++) {
+        const sums = series.sums[k] as WindowSums;
+        sums.counts.fill(0, 0, sums.used);
+        sums.used = 0;
+        const w = ascending[k] as number;
+        for (let second = current - w + 1; second < current; second++) addSlot(sums, series, second, 1);
+      }
+    } else if (gap > 0) {
+      for (let k = 0; k < ascending.length; k++) {
+        const sums = series.sums[k] as WindowSums;
+        const w = ascending[k] as number;
+        const prev = series.readSecond;
+        // Seconds that were current or ahead at the last read and are complete now …
+        for (let second = Math.max(prev, current - w + 1); second < current; second++)
+          addSlot(sums, series, second, 1);
+        // … and those that have left the window since (still intact: gap ≤ RING - longest).
+        for (let second = prev - w + 1; second <= Math.min(prev - 1, current - w); second++)
+          addSlot(sums, series, second, -1);
+      }
+    }
+    series.readSecond = current;
+
+    const out: Record<string, WindowStats> = {};
+    const uptime = (now - this.startedAt) / 1000;
+    const into = (now - current * 1000) / 1000;
+    const now0 = series.slotOf(current);
+    const live = now0.second === current && now0.histogram !== null ? now0.histogram : null;
     let requests = 0;
     let errors = 0;
     let highest = 0;
     let next = 0;
     for (let age = 0; age < longest; age++) {
-      const second = current - age;
-      const slot = series.slots[(((second % SLOTS) + SLOTS) % SLOTS) as number] as Slot;
-      const h = slot.histogram;
-      if (slot.second === second && slot.requests > 0 && h !== null) {
+      const slot = series.slotOf(current - age);
+      if (slot.second === current - age && slot.requests > 0) {
         requests += slot.requests;
         errors += slot.errors;
-        if (h.maxValue > highest) highest = h.maxValue;
-        const counts = h._counts;
-        const top = Math.min(counts.length, h.countsArrayIndex(h.maxValue) + 1);
-        if (top > sums.length) {
-          const grown = new Float64Array(Math.max(top, sums.length * 2));
-          grown.set(sums);
-          sums = grown;
-          this.sums = grown;
-        }
-        for (let i = 0; i < top; i++) sums[i] = (sums[i] as number) + (counts[i] as number);
-        if (top > used) used = top;
+        const h = slot.histogram;
+        if (h !== null && h.maxValue > highest) highest = h.maxValue;
       }
       while (next < ascending.length && ascending[next] === age + 1) {
         const seconds = age + 1;
         const covered = Math.max(1, Math.min(seconds - 1 + into, uptime));
-        out[`${seconds}s`] = this.read(sums, used, requests, errors, highest, seconds, covered);
+        const sums = series.sums[next] as WindowSums;
+        out[`${seconds}s`] = this.read(sums, live, requests, errors, highest, seconds, covered);
         next++;
       }
     }
-    sums.fill(0, 0, used);
-    return out;
+    // In the order the windows were given.
+    const ordered: Record<string, WindowStats> = {};
+    for (const w of this.windows) {
+      const stats = out[`${w}s`];
+      if (stats !== undefined) ordered[`${w}s`] = stats;
+    }
+    return ordered;
   }
 
-  /** One window's figures from the summed counts (percentiles as HDR computes them). */
+  /** One window's figures from its complete seconds' sums plus the current second's slot. */
   private read(
-    sums: Float64Array,
-    used: number,
+    sums: WindowSums,
+    live: Int32Histogram | null,
     requests: number,
     errors: number,
     highest: number,
     seconds: number,
     covered: number,
   ): WindowStats {
+    const counts = sums.counts;
+    const liveCounts = live === null ? null : live._counts;
+    const liveUsed = live === null ? 0 : usedLength(live);
+    const used = Math.max(sums.used, liveUsed);
+    // Every request of the window is one count: the total is the request count.
+    const total = requests;
     let p50 = 0;
     let p90 = 0;
     let p99 = 0;
     let p999 = 0;
-    let total = 0;
-    for (let i = 0; i < used; i++) total += sums[i] as number;
     if (total > 0) {
+      // HDR's rank for a percentile: the count at or below which it lies, rounded, at least 1.
       const rank = (p: number): number => Math.max(1, Math.floor((p / 100) * total + 0.5));
       const r50 = rank(50);
       const r90 = rank(90);
       const r99 = rank(99);
       const r999 = rank(99.9);
       let seen = 0;
-      for (let i = 0; i < used; i++) {
-        const c = sums[i] as number;
+      for (let i = 0; i < used && seen < r999; i++) {
+        let c = i < sums.used ? (counts[i] as number) : 0;
+        if (liveCounts !== null && i < liveUsed) c += liveCounts[i] as number;
         if (c === 0) continue;
         const before = seen;
         seen += c;
+        if (seen < r50) continue;
         const value = this.valueAt(i);
-        if (before < r50 && seen >= r50) p50 = value;
+        if (before < r50) p50 = value;
         if (before < r90 && seen >= r90) p90 = value;
         if (before < r99 && seen >= r99) p99 = value;
-        if (before < r999 && seen >= r999) p999 = value;
+        if (seen >= r999) p999 = value;
       }
     }
     return {
@@ -387,6 +440,28 @@ export class LiveStats implements RequestObserver {
     const l = this.layout;
     return round3(l.highestEquivalentValue(l.valueFromIndex(index)) / UNITS_PER_MS);
   }
+}
+
+/** How much of a histogram's counts array can be non-zero: up to the index of its maximum. */
+function usedLength(h: Int32Histogram): number {
+  return h.maxValue === 0 ? 0 : Math.min(h._counts.length, h.countsArrayIndex(h.maxValue) + 1);
+}
+
+/** Adds (sign 1) or subtracts (sign -1) one second's histogram to a window's sums. */
+function addSlot(sums: WindowSums, series: Series, second: number, sign: 1 | -1): void {
+  const slot = series.slotOf(second);
+  const h = slot.histogram;
+  if (slot.second !== second || slot.requests === 0 || h === null) return;
+  const top = usedLength(h);
+  if (top > sums.counts.length) {
+    const grown = new Float64Array(Math.max(top, sums.counts.length * 2, 1024));
+    grown.set(sums.counts);
+    sums.counts = grown;
+  }
+  const counts = sums.counts;
+  const from = h._counts;
+  for (let i = 0; i < top; i++) counts[i] = (counts[i] as number) + sign * (from[i] as number);
+  if (top > sums.used) sums.used = top;
 }
 
 function round3(x: number): number {
