@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { ClusterStateImpl } from '../../../src/balancer/cluster-state.ts';
+import { OutlierDetector } from '../../../src/balancer/outlier-detector.ts';
 import { parseConfigText } from '../../../src/config/load-config.ts';
 import type { ConfigBundle } from '../../../src/config/resource-types.ts';
 import { resolveSettings, type SettingFlags } from '../../../src/config/runtime-settings.ts';
@@ -436,6 +438,71 @@ spec:
     t.equal(c?.outlierDetection?.['errorCodes'], '500,503');
     t.equal(c?.connectionPool['maxRequestsPerConnection'], '2');
     t.equal(c?.connectionPool['idleTimeout'], '30s');
+  }
+});
+
+t.test('load balancer and outlier defaults agree with the balancer itself', async (t) => {
+  // explain restates these two mappings in words; the balancer's own objects pin them.
+  const kinds: Record<string, string> = {
+    P2C_PEAK_EWMA: 'P2C + peak-EWMA',
+    ROUND_ROBIN: 'ROUND_ROBIN',
+    LEAST_REQUEST: 'LEAST_REQUEST',
+    RANDOM: 'RANDOM',
+    RING_HASH: 'RING_HASH',
+    MAGLEV: 'MAGLEV',
+  };
+  for (const lb of [
+    '',
+    'loadBalancer: { simple: RANDOM }',
+    'loadBalancer: { simple: LEAST_CONN }',
+    'loadBalancer: { simple: ROUND_ROBIN }',
+    'loadBalancer: { simple: PASSTHROUGH }',
+    'loadBalancer: { consistentHash: { httpHeaderName: x } }',
+    'loadBalancer: { consistentHash: { httpHeaderName: x, maglev: { tableSize: 65537 } } }',
+  ]) {
+    for (const od of ['{}', '{ interval: 2s, maxEjectionPercent: 0, minHealthPercent: 30 }']) {
+      const bundle = load(
+        SE,
+        `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: r }
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: ${od}
+    ${lb}
+`,
+      );
+      const built = buildRequest('GET', 'http://reviews:9080/', []);
+      if (!built.ok) throw new Error(built.error);
+      const settings = resolveSettings({}, null);
+      const c = forward(explain(bundle, settings, built.request, built.input)).destinations[0]?.details;
+      const table = compileRoutes(bundle, {
+        namespace: 'default',
+        domainSuffix: 'cluster.local',
+        proxyLabels: {},
+        outboundTrafficPolicy: 'ALLOW_ANY',
+        random: () => 0.5,
+      });
+      const cluster = table.clusters.get('outbound|9080||reviews.default.svc.cluster.local');
+      if (cluster === undefined) throw new Error('no cluster');
+      const state = new ClusterStateImpl(cluster, {
+        clock: () => 0,
+        random: () => 0.5,
+        setInterval: () => ({ cancel: () => {} }),
+      });
+      const kind = state.status().loadBalancer;
+      state.close();
+      t.ok(c?.loadBalancer.startsWith(kinds[kind] ?? '?'), `${lb || 'no loadBalancer'}: ${kind}`);
+      const detector = new OutlierDetector(cluster.trafficPolicy?.outlierDetection ?? {}, { clock: () => 0 });
+      t.equal(c?.outlierDetection?.['interval'], `${detector.intervalMs / 1000}s`);
+      t.equal(c?.outlierDetection?.['maxEjectionPercent'], `${detector.maxEjectionPercent} %`);
+      t.equal(
+        c?.outlierDetection?.['minHealthPercent'],
+        detector.minHealthPercent === 0 ? '0 (panic mode off)' : `${detector.minHealthPercent} %`,
+      );
+    }
   }
 });
 
