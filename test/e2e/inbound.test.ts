@@ -50,7 +50,7 @@ t.test('admin endpoints', async (t) => {
   };
   t.same(await get('/ready'), { status: 200, text: 'ready\n' });
   t.same(await get('/live'), { status: 200, text: 'live\n' });
-  t.match((await get('/')).text, /POST \/reload/);
+  t.match((await get('/help')).text, /POST \/reload/);
   const listeners = JSON.parse((await get('/listeners')).text) as Array<{
     name: string;
     port: number;
