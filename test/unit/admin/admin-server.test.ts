@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { connect } from 'node:net';
 import t from 'tap';
 import {
   type AdminDeps,
@@ -576,6 +577,44 @@ t.test('GET /tap streams matching requests as server-sent events', async (t) => 
       .map((e) => (JSON.parse(e.slice(6)) as { path: string; status: number }).path);
     t.same(events, ['/x/1', '/x/2'], 'the stream ended after 2 matching events');
     t.equal(tapObserver.subscriberCount, 0);
+  });
+});
+
+t.test('GET /tap: a client that stops reading is dropped with a last event', async (t) => {
+  const tapObserver = new Tap({ heartbeatMs: 0, maxBufferedBytes: 64 * 1024 });
+  await withAdmin({ tap: tapObserver }, async (_get, port) => {
+    const socket = connect(port, '127.0.0.1');
+    await new Promise<void>((ok) => socket.once('connect', ok));
+    const received: Buffer[] = [];
+    socket.on('data', (d: Buffer) => received.push(d));
+    socket.write('GET /tap HTTP/1.1\r\nhost: admin\r\n\r\n');
+    for (let i = 0; i < 100 && tapObserver.subscriberCount === 0; i++)
+      await new Promise((r) => setTimeout(r, 5));
+    t.equal(tapObserver.subscriberCount, 1);
+    // The client stops reading: the kernel buffers fill, then the response's own buffer grows.
+    socket.pause();
+    const long = observed(`/${'x'.repeat(1000)}`, 200);
+    let sent = 0;
+    while (tapObserver.dropped === 0 && sent < 200_000) {
+      for (let i = 0; i < 500; i++) tapObserver.observe(long, 1, 200);
+      sent += 500;
+      await new Promise((r) => setImmediate(r));
+    }
+    t.equal(tapObserver.dropped, 1, `dropped after ${sent} events`);
+    t.equal(tapObserver.subscriberCount, 0);
+    tapObserver.observe(long, 1, 200);
+    socket.resume();
+    // The response ends (the connection itself may stay open for keep-alive).
+    for (let i = 0; i < 500 && !Buffer.concat(received).toString().endsWith('\r\n0\r\n\r\n'); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    socket.destroy();
+    const text = Buffer.concat(received).toString();
+    t.match(
+      text,
+      /event: dropped\ndata: \{"reason":"subscriber too slow: more than 65536 bytes not sent"\}\n\n/,
+    );
+    t.notMatch(text.slice(text.indexOf('event: dropped')), /data: \{"time"/, 'no event after it');
+    t.match(text, /\r\n0\r\n\r\n$/, 'and the response ended');
   });
 });
 
