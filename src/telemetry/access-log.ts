@@ -144,13 +144,9 @@ export function createAccessLog(
       // Synchronous once at start-up, so a bad path stops the process before it serves.
       fd = openSync(config.path, 'a', 0o644);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      const why =
-        code === 'ENOENT'
-          ? `its directory ${dirname(config.path)} does not exist`
-          : err instanceof Error
-            ? err.message
-            : String(err);
+      // openSync throws only system errors (an Error with a code).
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'ENOENT' ? `its directory ${dirname(config.path)} does not exist` : e.message;
       throw new Error(`cannot open the access log ${config.path}: ${why}`);
     }
     writer = new FdWriter(fd, config.path);

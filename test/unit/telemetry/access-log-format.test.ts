@@ -52,6 +52,11 @@ t.test('JSON line: a local reply before routing and an inbound mTLS request', as
     'from-client',
     "a local reply before any attempt logs the client's x-request-id",
   );
+  t.equal(
+    JSON.parse(format(observed({ originalPath: '', path: '' }), 0, 0)).path,
+    '-',
+    'no path at all (the connection ended before the request was read)',
+  );
   t.match(nr, {
     response_code: 404,
     response_flags: 'NR',

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -334,3 +335,80 @@ t.test('stdout writer: no reopen, never closes fd 1', async (t) => {
   await sink.close();
   t.same(closed, []);
 });
+
+t.test(
+  'file writer on a real non-blocking pipe: EAGAIN while the reader is away, all written after',
+  async (t) => {
+    // The child reads nothing for 300 ms, then everything: a 64 KiB pipe fills and fs.write says EAGAIN.
+    const child = spawn('sh', ['-c', 'sleep 0.3; wc -c'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    let counted = '';
+    child.stdout.on('data', (d: Buffer) => {
+      counted += d.toString();
+    });
+    const exited = new Promise((r) => child.once('exit', r));
+    const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    const sink = new AccessLogSink(new FdWriter(fd, null));
+    const line = 'x'.repeat(1023);
+    for (let i = 0; i < 256; i++) sink.push(line);
+    await sink.flush();
+    t.equal(sink.written, 256, '256 KiB written through a 64 KiB pipe');
+    child.stdin.end();
+    await exited;
+    t.equal(Number(counted.trim()), 256 * 1024);
+  },
+);
+
+t.test(
+  'file writer: two reopens during one write keep only the newest file; close closes both',
+  async (t) => {
+    const held: Array<() => void> = [];
+    const opened: number[] = [];
+    const closed: number[] = [];
+    const writes: number[] = [];
+    let next = 10;
+    const io: FdIo = {
+      write(f, _b, _o, length, cb) {
+        writes.push(f);
+        held.push(() => cb(null, length));
+      },
+      open: (_p, cb) => {
+        opened.push(next);
+        cb(null, next++);
+      },
+      close: (f, cb) => {
+        closed.push(f);
+        cb(null);
+      },
+      retryLater: () => {},
+    };
+    const sink = new AccessLogSink(new FdWriter(3, '/x/access.log', io));
+    sink.push('a');
+    const flushed = sink.flush();
+    await sink.reopen();
+    await sink.reopen();
+    t.same(closed, [10], 'the first new file is closed when a newer one replaces it');
+    held.shift()?.();
+    await flushed;
+    t.same(closed, [10, 3], 'the old file closed once its write ended');
+    sink.push('b');
+    const second = sink.flush();
+    await sink.reopen();
+    held.shift()?.();
+    await second;
+    t.same(writes, [3, 11], 'the second write went to the newest file');
+    sink.push('c');
+    const third = sink.flush();
+    await sink.reopen();
+    const closing = sink.close();
+    held.shift()?.();
+    await third;
+    await closing;
+    t.same(closed, [10, 3, 11, 12, 13], 'the close waits for the write, swaps, then closes the newest');
+    // Straight on the writer: a reopen that completed during a write still holds two descriptors.
+    const w = new FdWriter(20, '/x/access.log', io);
+    w.write('d\n', () => {});
+    await w.reopen();
+    await w.close();
+    t.same(closed.slice(5), [20, 14], 'both closed');
+  },
+);

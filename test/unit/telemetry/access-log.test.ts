@@ -224,6 +224,15 @@ t.test('failed writes are reported in the process log, at most once per 10 s', a
   t.equal(out.length, 2);
   t.notOk('similar_errors_not_logged' in (out[0] ?? {}));
   await log.close();
+  const seen: string[] = [];
+  const own = createAccessLog(
+    { ...ACCESS_LOG_DEFAULTS, path: '/dev/full' },
+    { logger, onError: (e) => seen.push(e.message) },
+  );
+  own.observe(observed(), 1, 200);
+  await own.close();
+  t.match(seen, [/ENOSPC/], 'an onError of its own replaces the log line');
+  t.equal(out.length, 2);
   const stdout = createAccessLog(ACCESS_LOG_DEFAULTS, { logger });
   await stdout.close();
 });
