@@ -74,6 +74,8 @@ class Series {
    * (the complete ones; the current second's slot is added at each read). -1: never read.
    */
   readSecond = -1;
+  /** The newest second a request was recorded in (-1: none yet): idle keys are let go. */
+  last = -1;
   /** One per window, in ascending window order; created on the first read. */
   sums: WindowSums[] = [];
 
@@ -93,6 +95,7 @@ class Series {
       slot.errors = 0;
       slot.histogram?.reset();
     }
+    this.last = second;
     slot.requests++;
     if (error) slot.errors++;
     let h = slot.histogram;
@@ -162,6 +165,8 @@ export class LiveStats implements RequestObserver {
     destination: new Map<string, Map<string, RouteEntry>>(),
   };
   private serviceCount = 0;
+  /** The second of the last sweep for idle keys made because a cap was reached (one a second). */
+  private sweptAt = -1;
   private routeCount = 0;
   /** Requests whose service or route was not tracked because the key cap was reached. */
   untrackedServices = 0;
@@ -197,6 +202,7 @@ export class LiveStats implements RequestObserver {
     const fqdn = r.peer.serviceFqdn;
     const byService = this.services[reporter];
     let service = byService.get(fqdn);
+    if (service === undefined && this.serviceCount >= this.maxServices) this.sweepOnce(second);
     if (service === undefined && this.serviceCount < this.maxServices) {
       service = { reporter, service: fqdn, serviceName: r.peer.serviceName, series: new Series() };
       byService.set(fqdn, service);
@@ -209,6 +215,7 @@ export class LiveStats implements RequestObserver {
       const byRoute = this.routes[reporter];
       let perService = byRoute.get(routeName);
       let route = perService?.get(fqdn);
+      if (route === undefined && this.routeCount >= this.maxRoutes) this.sweepOnce(second);
       if (route === undefined && this.routeCount < this.maxRoutes) {
         if (perService === undefined) {
           perService = new Map();
@@ -222,6 +229,37 @@ export class LiveStats implements RequestObserver {
       else route.series.record(second, units, error);
     }
     if (error) this.recordError(r, durationMs, code);
+  }
+
+  /**
+   * Lets go of the keys with no request in the whole ring (more than a minute): every window of
+   * theirs is empty, and a service that is gone (a reload, passthrough hosts coming and going) must
+   * neither show forever nor hold a place under the cap.
+   */
+  private sweep(second: number): void {
+    const idle = (series: Series): boolean => series.last <= second - RING;
+    for (const byService of [this.services.source, this.services.destination])
+      for (const [fqdn, e] of byService)
+        if (idle(e.series)) {
+          byService.delete(fqdn);
+          this.serviceCount--;
+        }
+    for (const byRoute of [this.routes.source, this.routes.destination])
+      for (const [name, perService] of byRoute) {
+        for (const [fqdn, e] of perService)
+          if (idle(e.series)) {
+            perService.delete(fqdn);
+            this.routeCount--;
+          }
+        if (perService.size === 0) byRoute.delete(name);
+      }
+  }
+
+  /** A sweep when a cap stops a new key, at most once a second (a flood of new keys stays cheap). */
+  private sweepOnce(second: number): void {
+    if (this.sweptAt === second) return;
+    this.sweptAt = second;
+    this.sweep(second);
   }
 
   private recordError(r: ObservedRequest, durationMs: number, code: number): void {
@@ -245,6 +283,7 @@ export class LiveStats implements RequestObserver {
   /** The `/stats` JSON. Merges the slots of every window: cost grows with the tracked keys. */
   snapshot(): StatsSnapshot {
     const now = this.now();
+    this.sweep(Math.floor(now / 1000));
     const services: ServiceStats[] = [];
     for (const byService of [this.services.source, this.services.destination])
       for (const e of byService.values())

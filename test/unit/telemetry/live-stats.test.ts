@@ -123,13 +123,16 @@ t.test('windows: requests at t, t+5 s and t+61 s', async (t) => {
   near(t, w60.p50_ms, 7, 'p50 of 3, 7 and 9 ms');
   near(t, w60.p90_ms, 9, 'p90');
 
-  // Long after: every window is empty, zeros everywhere.
-  clock.t = start + 200_000;
+  // A minute after the last request every window is empty: zeros everywhere.
+  clock.t = start + 69_000 + 60_000;
   w60 = win(stats, '60s');
   t.same(
     [w60.requests, w60.rps, w60.errors, w60.error_rate, w60.p50_ms, w60.p99_ms, w60.max_ms],
     [0, 0, 0, 0, 0, 0, 0],
   );
+  // Once the last request has left the ring too, the service is let go.
+  clock.t = start + 69_000 + 64_000;
+  t.same(stats.snapshot().services, []);
 });
 
 function round3(x: number): number {
@@ -248,6 +251,48 @@ t.test('keys are capped: new keys beyond the cap are counted, not tracked', asyn
     ['route-a'],
   );
   t.same(stats.keys(), { services: 2, routes: 1, untrackedServices: 2, untrackedRoutes: 3 });
+});
+
+t.test('idle keys are let go after the ring (64 s): from the snapshot and from under the cap', async (t) => {
+  const { stats, clock } = setup({ maxServices: 2, maxRoutes: 2 });
+  const start = clock.t;
+  const svc = (s: string): string => `${s}.default.svc.cluster.local`;
+  stats.observe(request({ routeName: 'ra' }, svc('a')), 1, 200);
+  stats.observe(request({ routeName: 'rb' }, svc('b')), 1, 200);
+  clock.t = start + 30_000;
+  stats.observe(request({ routeName: 'rb' }, svc('b')), 1, 200);
+  stats.observe(request({ routeName: 'rc' }, svc('c')), 1, 200);
+  t.same(
+    stats.keys(),
+    { services: 2, routes: 2, untrackedServices: 1, untrackedRoutes: 1 },
+    'c: over the cap',
+  );
+  // a's only second has left the ring; b's has not.
+  clock.t = start + 64_000;
+  stats.observe(request({ routeName: 'rc' }, svc('c')), 1, 200);
+  t.same(
+    stats.keys(),
+    { services: 2, routes: 2, untrackedServices: 1, untrackedRoutes: 1 },
+    'a gave way to c',
+  );
+  let snap = stats.snapshot();
+  t.same(
+    snap.services.map((s) => [s.service, s.windows['60s']?.requests]),
+    [
+      [svc('b'), 1],
+      [svc('c'), 1],
+    ],
+  );
+  t.same(
+    snap.routes.map((r) => r.route),
+    ['rb', 'rc'],
+  );
+  clock.t = start + 30_000 + 63_999;
+  t.equal(stats.snapshot().services.length, 2, 'b stays while its second is in the ring');
+  clock.t = start + 200_000;
+  snap = stats.snapshot();
+  t.same([snap.services, snap.routes], [[], []], 'all idle: nothing left');
+  t.same(stats.keys(), { services: 0, routes: 0, untrackedServices: 1, untrackedRoutes: 1 });
 });
 
 t.test('recent errors: the last 50, newest first', async (t) => {
