@@ -234,13 +234,15 @@ export function lineFormatter(format: 'json' | 'text', wallNow: () => number = D
     const san = req.peer?.spiffeId ?? '-';
     const tls = orDash(r.tlsFailure);
     const sni = req.sni ?? '-';
-    // One test over all the values instead of one per value: nearly every line needs no escaping
-    // at all, and then each value is written between quotes as it is.
-    const q = JSON_UNSAFE.test(
-      `${method}${path}${flags}${details}${host}${cluster}${xff}${ua}${id}${authority}${route}${remote}${san}${tls}${sni}`,
-    )
-      ? jsonString
-      : quoted;
+    // One test over the values instead of one per value: nearly every line needs no escaping at
+    // all, and then each value is written between quotes as it is. Flags, the cluster name and the
+    // client's IP address stay out of the test: meshlet makes them from flag letters, validated
+    // host names and DNS-label subset names, and socket addresses, none of which can hold a quote,
+    // a backslash or a control character.
+    const safe = !JSON_UNSAFE.test(
+      `${method}${path}${details}${host}${xff}${ua}${id}${authority}${route}${san}${tls}${sni}`,
+    );
+    const q = safe ? quoted : jsonString;
     return `{"start_time":"${times.format(wallNow() - durationMs)}","method":${q(method)},"path":${q(path)},"protocol":"HTTP/1.1","response_code":${code},"response_flags":${q(flags)},"response_code_details":${q(details)},"bytes_received":${r.bytesReceived},"bytes_sent":${r.bytesSent},"duration":${Math.floor(durationMs)},"upstream_service_time":"${serviceTime(r)}","upstream_host":${q(host)},"upstream_cluster":${q(cluster)},"x_forwarded_for":${q(xff)},"user_agent":${q(ua)},"request_id":${q(id)},"authority":${q(authority)},"route_name":${q(route)},"downstream_remote_address":${q(remote)},"downstream_peer_uri_san":${q(san)},"upstream_transport_failure_reason":${q(tls)},"requested_server_name":${q(sni)},"reporter":"${r.reporter}","attempts":${r.attempts}}`;
   };
 }
