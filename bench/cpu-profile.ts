@@ -17,6 +17,8 @@ export interface ProfileNode {
 }
 
 export interface CpuProfile {
+  /** Monotonic clock (CLOCK_MONOTONIC on Linux, the clock of `process.hrtime`), in µs. */
+  readonly startTime?: number;
   readonly nodes: readonly ProfileNode[];
   /** The node id on top of the stack at each sample. */
   readonly samples: readonly number[];
@@ -33,6 +35,9 @@ export interface Share {
 
 export interface ProfileSummary {
   readonly busyUs: number;
+  /** Samples counted (after `fromUs`, idle ones included) out of all samples. */
+  readonly samples: number;
+  readonly totalSamples: number;
   /** Self time per function, largest first. */
   readonly frames: readonly Share[];
   /** Self time per source file (or per pseudo-frame such as `(garbage collector)`), largest first. */
@@ -70,7 +75,11 @@ function ranked(m: ReadonlyMap<string, number>, busyUs: number): Share[] {
     .sort((a, b) => b.selfUs - a.selfUs || a.name.localeCompare(b.name));
 }
 
-export function summarizeProfile(profile: CpuProfile): ProfileSummary {
+/**
+ * Summarizes the samples taken at or after `fromUs` (same clock as the profile's `startTime`; all
+ * samples without it), so that start-up can be left out.
+ */
+export function summarizeProfile(profile: CpuProfile, fromUs?: number): ProfileSummary {
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
   for (const n of profile.nodes) {
@@ -95,9 +104,15 @@ export function summarizeProfile(profile: CpuProfile): ProfileSummary {
   const parts = new Map<string, number>();
   let busyUs = 0;
   let telemetryUs = 0;
+  let counted = 0;
+  let at = profile.startTime ?? 0;
   for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0;
+    at += delta;
+    if (fromUs !== undefined && at < fromUs) continue;
+    counted++;
     const node = byId.get(profile.samples[i] ?? -1);
-    const us = Math.max(0, profile.timeDeltas[i] ?? 0);
+    const us = Math.max(0, delta);
     if (node === undefined || node.callFrame.functionName === '(idle)') continue;
     busyUs += us;
     const { functionName, url, lineNumber } = node.callFrame;
@@ -116,6 +131,8 @@ export function summarizeProfile(profile: CpuProfile): ProfileSummary {
   const telemetry = ranked(parts, busyUs);
   return {
     busyUs,
+    samples: counted,
+    totalSamples: profile.samples.length,
     frames: ranked(frames, busyUs),
     files: ranked(files, busyUs),
     telemetry,
@@ -132,7 +149,9 @@ export function formatProfile(s: ProfileSummary, n: number): string[] {
     ...rows.map((r) => `| \`${r.name.replace(/\|/g, '\\|')}\` | ${pct(r.share)} |`),
   ];
   return [
-    `Shares of busy time (${(s.busyUs / 1e6).toFixed(1)} s busy). Telemetry code (src/telemetry, prom-client, hdr-histogram-js) on the stack: **${pct(s.telemetryShare)}**, what it calls included (garbage collection is not: it shows as its own frame).`,
+    `Shares of busy time (${(s.busyUs / 1e6).toFixed(1)} s busy, ${s.samples.toLocaleString('en-US')} of ${s.totalSamples.toLocaleString('en-US')} samples). Sampled on the wall clock: time the main thread waits for the CPU (taken by the thread pool writing the file, or by other processes) counts for the function it waits in.`,
+    '',
+    `Telemetry code (src/telemetry, prom-client, hdr-histogram-js) on the stack: **${pct(s.telemetryShare)}**, what it calls included (garbage collection is not: it shows as its own frame).`,
     '',
     ...table('telemetry part (on the stack)', s.telemetry).map((l) => l.replace('self time', 'time')),
     '',

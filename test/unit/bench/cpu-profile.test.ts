@@ -30,6 +30,7 @@ const dist = 'file:///repo/dist/';
 // root → (idle) | (garbage collector) | onData (h1-engine) → observe (access-log) → stringify (native)
 //                                                          → record (metrics) → inc (prom-client)
 const PROFILE: CpuProfile = {
+  startTime: 1_000_000,
   nodes: [
     { id: 1, callFrame: { functionName: '(root)', url: '', lineNumber: -1 }, children: [2, 3, 4] },
     { id: 2, callFrame: { functionName: '(idle)', url: '', lineNumber: -1 } },
@@ -66,6 +67,8 @@ const PROFILE: CpuProfile = {
 t.test('self time per function and file, and the telemetry on the stack', async (t) => {
   const s = summarizeProfile(PROFILE);
   t.equal(s.busyUs, 900, 'idle and unknown nodes left out');
+  t.equal(s.samples, 12);
+  t.equal(s.totalSamples, 12);
   const share = (list: readonly { name: string; share: number }[], name: string): number | undefined =>
     list.find((x) => x.name === name)?.share;
   t.equal(s.frames[0]?.name, 'onData src/listener/h1-engine.js:10');
@@ -86,11 +89,28 @@ t.test('self time per function and file, and the telemetry on the stack', async 
   t.equal(s.telemetryShare, 500 / 900, 'each sample counted once');
   const text = formatProfile(s, 2).join('\n');
   t.match(text, /Telemetry code .* on the stack: \*\*55\.6 %\*\*/);
+  t.match(text, /\(0\.0 s busy, 12 of 12 samples\)/);
   t.match(text, /\| `src\/telemetry\/access-log` \| 33\.3 % \|/);
   t.match(
     text,
     /\| top 2 functions \| self time \|\n\|---\|---:\|\n\| `onData src\/listener\/h1-engine.js:10` \| 33\.3 % \|\n\| `stringify` \| 22\.2 % \|\n\n/,
   );
+});
+
+t.test('only the samples from a given time on', async (t) => {
+  // Sample times: 1_000_500, 1_001_000, 1_001_100, … 1_001_900, 1_002_000.
+  const late = summarizeProfile(PROFILE, 1_001_700);
+  t.equal(late.samples, 4, 'the samples at 1_001_700 and after');
+  t.equal(late.totalSamples, 12);
+  t.equal(late.busyUs, 300, 'the unknown node is not busy time');
+  t.same(
+    late.frames.map((f) => f.name),
+    ['(anonymous) src/telemetry/metrics.js:1', 'inc prom-client/lib/counter.js:5', 'stringify'],
+  );
+  t.equal(late.telemetryShare, 1, 'stringify runs under the access log');
+  t.equal(summarizeProfile(PROFILE, 2_000_000).samples, 0);
+  const noStart = summarizeProfile({ ...PROFILE, startTime: undefined as never }, 700);
+  t.equal(noStart.samples, 11, 'without startTime the clock starts at 0');
 });
 
 t.test('an empty profile', async (t) => {
