@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import { connect } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import t from 'tap';
 import {
   type AdminDeps,
@@ -506,6 +507,90 @@ t.test('state-changing endpoints refuse cross-origin pages', async (t) => {
       t.equal(reloads, 1);
     },
   );
+});
+
+t.test('endpoints without their dependency answer 501; /listeners and /config_dump', async (t) => {
+  await withAdmin(
+    {
+      store: () => null,
+      listeners: () => [
+        {
+          name: 'outbound',
+          engine: 'h1',
+          host: '127.0.0.1',
+          port: 15001,
+          stopAccepting: () => undefined,
+          inFlight: () => 2,
+          connectionsActive: () => 0,
+          connectionsTotal: () => 0,
+          close: () => undefined,
+        },
+      ],
+    },
+    async (get) => {
+      t.equal((await get('/tap')).status, 501);
+      t.equal((await get('/logging')).status, 501);
+      t.equal((await get('/logging?level=info', { method: 'POST' })).status, 501);
+      t.equal((await get('/config_dump')).status, 503);
+      t.same(JSON.parse((await get('/listeners')).text), [
+        { name: 'outbound', host: '127.0.0.1', port: 15001, engine: 'h1', in_flight: 2 },
+      ]);
+    },
+  );
+});
+
+t.test('a non-loopback caller gets 403 from every state-changing endpoint', async (t) => {
+  const outside = Object.values(networkInterfaces())
+    .flatMap((l) => l ?? [])
+    .find((a) => a.family === 'IPv4' && !a.internal)?.address;
+  if (outside === undefined) {
+    // Nothing to call from on this machine: isLoopback's own test covers the decision.
+    t.pass('no non-loopback IPv4 address here');
+    return;
+  }
+  let changed = 0;
+  const deps: AdminDeps = {
+    store: () => null,
+    listeners: () => [],
+    metrics: new MeshMetrics(),
+    reload: async () => {
+      changed++;
+      return { result: 'unchanged', version: 1, hash: 'h' };
+    },
+    ready: () => true,
+    draining: () => false,
+    version: 'test',
+    startedAt: new Date(0),
+    logger: createLogger('info', () => undefined),
+    drain: () => {
+      changed++;
+    },
+    shutdown: () => {
+      changed++;
+    },
+  };
+  const { server, port } = await startAdminServer('0.0.0.0', 0, deps);
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  for (const path of ['/reload', '/drain', '/shutdown', '/logging?level=debug']) {
+    const res = await fetch(`http://${outside}:${port}${path}`, {
+      method: 'POST',
+      signal: AbortSignal.timeout(5000),
+    });
+    t.equal(res.status, 403, path);
+    t.match(
+      await res.text(),
+      `is only accepted from loopback (127.0.0.0/8, ::1); this request came from ${outside}`,
+    );
+  }
+  await new Promise((r) => setImmediate(r));
+  t.equal(changed, 0, 'nothing was called');
+  t.equal(deps.logger?.level, 'info');
+  const live = await fetch(`http://${outside}:${port}/live`, { signal: AbortSignal.timeout(5000) });
+  t.equal(live.status, 200, 'reading is for everyone');
+  await live.text();
 });
 
 t.test('isLoopback', async (t) => {
