@@ -135,7 +135,10 @@ t.test(
     );
     const metrics = await (await request(mesh.admin('/metrics'))).body.text();
     t.match(metrics, /meshlet_access_log_dropped_total\{reason="backlog"\} 0/);
+    // SIGTERM right after a response: the line is in the file once the process has exited.
+    await send(mesh, '/ok/last', 'svc', 'rid-last');
     t.equal(await mesh.stop(), 0);
+    t.match(read().at(-1), /"GET \/ok\/last HTTP\/1.1" 200 .* "rid-last" /);
   },
 );
 
