@@ -52,7 +52,7 @@ function manualSchedule(): { schedule: (fn: () => void) => void; run(): number }
   };
 }
 
-t.test('lines of one turn go out in one write; lines during a write form the next batch', async (t) => {
+t.test('lines go out in one write when scheduled; lines during a write wait for the next one', async (t) => {
   const w = new ManualWriter();
   const turn = manualSchedule();
   const sink = new AccessLogSink(w, { schedule: turn.schedule });
@@ -66,11 +66,23 @@ t.test('lines of one turn go out in one write; lines during a write form the nex
   t.equal(turn.run(), 0, 'no flush scheduled while a write is in flight');
   t.equal(sink.backlogBytes, 8, 'in flight plus pending');
   w.complete();
-  t.same(w.batches, ['a\nb\n', 'c\nd\n'], 'the waiting lines go as soon as the write ends');
+  t.same(w.batches, ['a\nb\n'], 'a small batch waits to grow after the write ends...');
+  sink.push('e');
+  t.equal(turn.run(), 1, '...for one scheduled flush');
+  t.same(w.batches, ['a\nb\n', 'c\nd\ne\n']);
   w.complete();
-  t.equal(sink.written, 4);
+  t.equal(turn.run(), 0, 'nothing left: nothing scheduled');
+  t.equal(sink.written, 5);
   t.equal(sink.backlogBytes, 0);
-  t.equal(turn.run(), 0);
+  // A full batch that waited during a write goes as soon as the write ends.
+  const big = new AccessLogSink(w, { schedule: turn.schedule, batchBytes: 4 });
+  big.push('x');
+  turn.run();
+  big.push('yy');
+  big.push('zz');
+  w.complete();
+  t.same(w.batches.slice(-2), ['x\n', 'yy\nzz\n']);
+  w.complete();
 });
 
 t.test('a batch reaching batchBytes is written without waiting for the turn to end', async (t) => {
@@ -102,16 +114,19 @@ t.test('a slow destination: lines beyond the backlog limit are dropped and count
   t.equal(sink.droppedBacklog, 1);
   w.complete();
   t.ok(sink.push('y'), 'room again once the write completed');
-  t.same(w.batches, ['0123456789\n', 'abcdefgh\n'], 'the second batch went when the first ended');
+  t.equal(turn.run(), 1);
+  t.same(w.batches, ['0123456789\n', 'abcdefgh\ny\n'], 'the next batch');
   w.complete(new Error('disk full'));
-  t.equal(sink.droppedWriteError, 1, 'the line of the failed write');
-  t.same(w.batches[2], 'y\n', 'the next batch still goes');
+  t.equal(sink.droppedWriteError, 2, 'the lines of the failed write');
+  sink.push('z');
+  turn.run();
+  t.same(w.batches[2], 'z\n', 'the next batch still goes');
   w.complete();
   t.same(
     errors.map((e) => e.message),
     ['disk full'],
   );
-  t.equal(sink.dropped, 2);
+  t.equal(sink.dropped, 3);
   t.equal(sink.written, 2);
   turn.run();
   t.equal(w.done.length, 0);
