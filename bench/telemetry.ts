@@ -31,6 +31,12 @@ export const TELEMETRY_OFF: MeshletTelemetry = { mode: 'off' };
 /** The path the OTLP/HTTP exporter posts to. */
 export const OTLP_TRACES_PATH = '/v1/traces';
 
+/**
+ * How long a scrape may take. Under full load the admin port answers late; a scrape that gives up
+ * early would report a failure that Prometheus (10 s by default) would not see.
+ */
+export const SCRAPE_TIMEOUT_MS = 5000;
+
 /** The admin paths a full-telemetry run scrapes, once per second each. */
 export const SCRAPE_PATHS = ['/metrics', '/stats'] as const;
 
@@ -219,7 +225,7 @@ export function startScrapes(
   const inFlight = new Map<string, Promise<void>>();
   const once = (t: (typeof tallies)[number]): void => {
     if (inFlight.has(t.path)) return;
-    const p = get(adminPort, t.path, `127.0.0.1:${adminPort}`, Math.max(intervalMs, 1000)).then(
+    const p = get(adminPort, t.path, `127.0.0.1:${adminPort}`, SCRAPE_TIMEOUT_MS).then(
       (res) => {
         t.statuses.set(res.status, (t.statuses.get(res.status) ?? 0) + 1);
         if (res.status === 200) t.bytes += res.body.length;

@@ -145,11 +145,11 @@ t.test('scrapes: each path once per interval, never two at once, failures counte
   clock.tick(); // /metrics is still running: not scraped again; /stats and /down are done, so they are
   await new Promise((r) => setImmediate(r));
   t.same(calls, [
-    '7 /metrics 127.0.0.1:7 1000',
-    '7 /stats 127.0.0.1:7 1000',
-    '7 /down 127.0.0.1:7 1000',
-    '7 /stats 127.0.0.1:7 1000',
-    '7 /down 127.0.0.1:7 1000',
+    '7 /metrics 127.0.0.1:7 5000',
+    '7 /stats 127.0.0.1:7 5000',
+    '7 /down 127.0.0.1:7 5000',
+    '7 /stats 127.0.0.1:7 5000',
+    '7 /down 127.0.0.1:7 5000',
   ]);
   for (const done of pending.splice(0)) done();
   await new Promise((r) => setImmediate(r));
