@@ -51,14 +51,14 @@ function win(stats: LiveStats, seconds: string, index = 0): WindowStats {
   return w;
 }
 
-/** Within HDR's 3 significant digits (0.1 %), plus the 10 µs unit. */
+/** Within HDR's 2 significant digits (1 %), plus the 10 µs unit. */
 function near(
   t: { ok(v: boolean, m: string): unknown },
   actual: number,
   expected: number,
   what: string,
 ): void {
-  t.ok(Math.abs(actual - expected) <= expected * 0.001 + 0.01, `${what}: ${actual} ≈ ${expected}`);
+  t.ok(Math.abs(actual - expected) <= expected * 0.01 + 0.01, `${what}: ${actual} ≈ ${expected}`);
 }
 
 t.test('windows: requests at t, t+5 s and t+61 s', async (t) => {
@@ -142,7 +142,7 @@ function round3(x: number): number {
 t.test('merged windows give the percentiles one HDR histogram of the same values gives', async (t) => {
   const { stats, clock } = setup();
   const start = clock.t;
-  const all = new Int32Histogram(1, 2, 3);
+  const all = new Int32Histogram(1, 2, 2);
   all.autoResize = true;
   // A seeded generator: the same mixed latencies (sub-ms to seconds, long tail) every run.
   let seed = 42;
