@@ -9,6 +9,7 @@ import { formatIssue } from './config/format-issue.ts';
 import { loadConfig } from './config/load-config.ts';
 import type { ConfigBundle, ConfigIssue } from './config/resource-types.ts';
 import {
+  outboundPolicyOf,
   type ResolvedIdentity,
   type RuntimeSettings,
   resolveSettings,
@@ -78,18 +79,8 @@ export interface RunningProxy {
   shutdown(): Promise<{ readonly drained: boolean }>;
 }
 
-/** Outbound traffic policy: a Sidecar in the proxy's namespace wins over the Proxy document (spec §4.1, §4.3). */
-function outboundPolicyOf(bundle: ConfigBundle, settings: RuntimeSettings): 'ALLOW_ANY' | 'REGISTRY_ONLY' {
-  for (const sc of bundle.sidecars) {
-    if (sc.meta.namespace === settings.namespace && sc.spec.outboundTrafficPolicy !== undefined) {
-      return sc.spec.outboundTrafficPolicy;
-    }
-  }
-  return settings.outboundTrafficPolicy;
-}
-
 function compileSnapshot(bundle: ConfigBundle, settings: RuntimeSettings, version: number): Snapshot {
-  const outboundTrafficPolicy = outboundPolicyOf(bundle, settings);
+  const outboundTrafficPolicy = outboundPolicyOf(bundle, settings).policy;
   const routes = compileRoutes(bundle, {
     namespace: settings.namespace,
     domainSuffix: settings.domainSuffix,

@@ -6,7 +6,7 @@ import {
   DEFAULT_RETRY_RATIO,
 } from '../resilience/retry-budget.ts';
 import type { LogLevel } from '../telemetry/logger.ts';
-import type { IdentitySettings, ProxySpec } from './resource-types.ts';
+import type { ConfigBundle, IdentitySettings, ProxySpec } from './resource-types.ts';
 import { type AccessLogConfig, type AccessLogFlags, resolveAccessLog } from './validate-access-log.ts';
 import { isServiceAccountName, TRUST_DOMAIN } from './validate-common.ts';
 import { resolveTracing, type TracingConfig, type TracingFlags } from './validate-tracing.ts';
@@ -304,3 +304,20 @@ export function capTimerMs(view: View, ms: number, max: number = MAX_TIMER_MS): 
 }
 
 const days = (ms: number): string => (ms / 86_400_000).toFixed(1);
+
+/**
+ * The outbound traffic policy and where it comes from: a Sidecar in the proxy's namespace wins over
+ * the Proxy document, which wins over the default (spec §4.1, §4.3).
+ */
+export function outboundPolicyOf(
+  bundle: ConfigBundle,
+  settings: RuntimeSettings,
+): { readonly policy: 'ALLOW_ANY' | 'REGISTRY_ONLY'; readonly from: string } {
+  for (const sc of bundle.sidecars) {
+    if (sc.meta.namespace === settings.namespace && sc.spec.outboundTrafficPolicy !== undefined) {
+      return { policy: sc.spec.outboundTrafficPolicy, from: `Sidecar ${sc.meta.namespace}/${sc.meta.name}` };
+    }
+  }
+  const fromProxy = bundle.proxy?.spec.outboundTrafficPolicy !== undefined;
+  return { policy: settings.outboundTrafficPolicy, from: fromProxy ? 'Proxy document' : 'default' };
+}

@@ -37,7 +37,7 @@ import type {
   TrafficPolicy,
   VirtualServiceSpec,
 } from '../config/resource-types.ts';
-import type { RuntimeSettings } from '../config/runtime-settings.ts';
+import { outboundPolicyOf, type RuntimeSettings } from '../config/runtime-settings.ts';
 import type { Snapshot } from '../config/snapshot-store.ts';
 import { isFieldValue, isTargetText, isToken, trimOws } from '../listener/http-syntax.ts';
 import type { HeaderList } from '../listener/listener-types.ts';
@@ -456,20 +456,6 @@ export interface Explanation {
   readonly notes: readonly string[];
   /** Disagreements between this explanation and `route()`: always empty unless there is a bug. */
   readonly problems: readonly string[];
-}
-
-/** Outbound traffic policy: a Sidecar in the proxy's namespace wins over the Proxy document (as in main.ts). */
-function outboundPolicyOf(
-  bundle: ConfigBundle,
-  settings: RuntimeSettings,
-): { readonly policy: 'ALLOW_ANY' | 'REGISTRY_ONLY'; readonly from: string } {
-  for (const sc of bundle.sidecars) {
-    if (sc.meta.namespace === settings.namespace && sc.spec.outboundTrafficPolicy !== undefined) {
-      return { policy: sc.spec.outboundTrafficPolicy, from: `Sidecar ${sc.meta.namespace}/${sc.meta.name}` };
-    }
-  }
-  const fromProxy = bundle.proxy?.spec.outboundTrafficPolicy !== undefined;
-  return { policy: settings.outboundTrafficPolicy, from: fromProxy ? 'Proxy document' : 'default' };
 }
 
 interface HostEntry {
