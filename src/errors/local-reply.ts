@@ -131,8 +131,8 @@ export function sendLocalReply(
   r: LocalReply,
   extra: HeaderList = [],
   close = false,
-): void {
-  if (res.aborted) return;
+): number {
+  if (res.aborted) return 0;
   const body = Buffer.from(r.exactBody === true ? r.body : `${r.body}\n`);
   const headers = extra.slice();
   if (r.headers !== undefined) headers.push(...r.headers);
@@ -140,4 +140,5 @@ export function sendLocalReply(
   if (r.flags !== '') headers.push('x-meshlet-flags', r.flags);
   res.writeHead(r.status, headers);
   res.end(body, close);
+  return body.length;
 }

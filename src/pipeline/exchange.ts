@@ -226,7 +226,13 @@ export class Exchange implements UpstreamHandler, RetryGate, ObservedRequest {
     if (r.flags !== '') this.addFlag(r.flags);
     this.headersSent = true;
     // The flag header carries every flag of the exchange (e.g. `DI,UT` after a fault delay).
-    sendLocalReply(this.res, this.flags === r.flags ? r : { ...r, flags: this.flags }, extra, close);
+    // The reply's body counts as sent, as Envoy counts it (`bytes_sent`, `istio_response_bytes`).
+    this.bytesSent = sendLocalReply(
+      this.res,
+      this.flags === r.flags ? r : { ...r, flags: this.flags },
+      extra,
+      close,
+    );
     this.finish();
   }
 
