@@ -6,7 +6,7 @@ import {
   StartTimeFormatter,
   textValue,
 } from '../../../src/telemetry/access-log-format.ts';
-import { observed, WALL } from './access-log-fixture.ts';
+import { observed, WALL } from '../../helpers/observed-request.ts';
 
 t.test('JSON line: every field, in order, with Envoy names and absent values as -', async (t) => {
   const line = lineFormatter('json', () => WALL)(observed(), 7.9, 200);

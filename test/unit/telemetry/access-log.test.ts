@@ -12,7 +12,7 @@ import {
 } from '../../../src/telemetry/access-log.ts';
 import { AccessLogSink, type BatchWriter } from '../../../src/telemetry/access-log-sink.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
-import { observed, WALL } from './access-log-fixture.ts';
+import { observed, WALL } from '../../helpers/observed-request.ts';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 

@@ -8,36 +8,24 @@ import {
   type TapSink,
   type TapSummary,
 } from '../../../src/telemetry/tap.ts';
+import { observed } from '../../helpers/observed-request.ts';
 
+/** The tap tests' request: the shared one with the values these tests read. */
 function request(over: Partial<ObservedRequest> = {}): ObservedRequest {
-  return {
-    reporter: 'source',
-    req: { method: 'GET', headers: [], remoteAddress: '127.0.0.1', localPort: 15001, secure: false },
-    startedAt: 0,
-    status: 200,
-    flags: '',
-    bytesSent: 10,
-    bytesReceived: 3,
-    authority: 'Reviews:9080',
-    path: '/r/1',
-    originalPath: '/reviews/1?x=1',
-    routeName: '',
-    requestId: 'id-1',
-    details: '',
-    tlsFailure: '',
-    peer: {
-      serviceFqdn: 'reviews.default.svc.cluster.local',
-      serviceName: 'reviews',
-      serviceNamespace: 'default',
+  return observed(
+    {
+      bytesSent: 10,
+      authority: 'Reviews:9080',
+      path: '/r/1',
+      routeName: '',
+      requestId: 'id-1',
+      endpoint: { id: '10.0.0.1:9080', labels: {} },
+      cluster: { name: 'outbound|9080||reviews.default.svc.cluster.local' },
+      rttMs: 1,
+      ...over,
     },
-    endpoint: { id: '10.0.0.1:9080', labels: {} },
-    target: null,
-    cluster: { name: 'outbound|9080||reviews.default.svc.cluster.local' },
-    attempts: 1,
-    upstreamStatus: 200,
-    rttMs: 1,
-    ...over,
-  };
+    { headers: [] },
+  );
 }
 
 class FakeSink implements TapSink {

@@ -8,6 +8,7 @@ import {
   type SpanRecord,
 } from '../../../../src/telemetry/tracing/span-record.ts';
 import { hostOf, MeshTracer } from '../../../../src/telemetry/tracing/tracer.ts';
+import { observed } from '../../../helpers/observed-request.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER = '00f067aa0ba902b7';
@@ -21,35 +22,25 @@ function counterIds(): { traceId(): string; spanId(): string } {
   };
 }
 
+/** The tracer tests' request: the shared one with the values these tests read. */
 function request(over: Partial<Record<keyof ObservedRequest, unknown>> = {}): ObservedRequest {
-  const base = {
-    reporter: 'source',
-    req: { method: 'GET', headers: [], remoteAddress: '127.0.0.7', localPort: 15001, secure: false },
-    startedAt: 1000,
-    status: 200,
-    flags: '',
-    bytesSent: 0,
-    bytesReceived: 0,
-    authority: 'reviews:9080',
-    path: '/reviews/1?x=1',
-    originalPath: '/r/1?x=1',
-    routeName: 'r1',
-    requestId: 'rid',
-    details: '',
-    tlsFailure: '',
-    peer: {
-      serviceFqdn: 'reviews.default.svc.cluster.local',
-      serviceName: 'reviews',
-      serviceNamespace: 'default',
-    },
-    endpoint: { id: '127.0.0.11:9080', labels: {} },
-    target: null,
-    cluster: { name: 'outbound|9080||reviews.default.svc.cluster.local' },
-    attempts: 1,
-    upstreamStatus: 200,
-    rttMs: 1,
-  };
-  return { ...base, ...over } as ObservedRequest;
+  return {
+    ...observed(
+      {
+        startedAt: 1000,
+        bytesSent: 0,
+        bytesReceived: 0,
+        authority: 'reviews:9080',
+        path: '/reviews/1?x=1',
+        originalPath: '/r/1?x=1',
+        requestId: 'rid',
+        cluster: { name: 'outbound|9080||reviews.default.svc.cluster.local' },
+        rttMs: 1,
+      },
+      { headers: [], remoteAddress: '127.0.0.7' },
+    ),
+    ...over,
+  } as ObservedRequest;
 }
 
 function attrs(s: SpanRecord): Record<string, unknown> {

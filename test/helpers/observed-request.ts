@@ -1,5 +1,8 @@
-/** A finished request as the telemetry stage hands it to observers, for the access-log tests. */
-import type { ObservedRequest } from '../../../src/telemetry/observed-request.ts';
+/**
+ * A finished request as the telemetry stage hands it to observers (access log, tap, tracer tests):
+ * a plain outbound request to reviews, 200, one attempt; `extra` and `req` override fields.
+ */
+import type { ObservedRequest } from '../../src/telemetry/observed-request.ts';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
