@@ -291,6 +291,7 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
   const bundle = await loadConfig(options.configPath, loadOptions);
   if (bundle.issues.some((i) => i.severity === 'error')) throw new InvalidConfigError(bundle.issues);
   const settings = resolveSettings(options.flags, bundle.proxy?.spec ?? null);
+  const startProxySpec = JSON.stringify(bundle.proxy?.spec ?? null);
   const logger = createLogger(settings.logLevel);
   for (const issue of bundle.issues)
     logger.log('warn', 'configuration warning', { issue: formatIssue(issue) });
@@ -488,6 +489,14 @@ export async function runProxy(options: RunOptions): Promise<RunningProxy> {
     metrics.reload('applied');
     logRouteWarnings(snapshot, logger);
     const warnings = next.issues.map(formatIssue);
+    // The Proxy document is this process's bootstrap (ports, engine, identity, access log, tracing,
+    // retry budget...): resolved once at start-up. Say so when a reload changes it, instead of
+    // letting an operator believe the change applied.
+    if (JSON.stringify(next.proxy?.spec ?? null) !== startProxySpec) {
+      warnings.push(
+        `${next.proxy === null ? 'Proxy' : `${next.proxy.meta.pos.file}:${next.proxy.meta.pos.line}: Proxy ${next.proxy.meta.name}`}: differs from the Proxy document meshlet started with; its settings take effect on restart (the routing and security resources were applied)`,
+      );
+    }
     for (const w of warnings) logger.log('warn', 'configuration warning', { issue: w });
     logger.log('info', 'configuration applied', { version: snapshot.version, hash: snapshot.hash });
     return { result: 'applied', version: snapshot.version, hash: snapshot.hash, warnings };

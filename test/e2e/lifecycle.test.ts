@@ -104,6 +104,21 @@ for (const engine of ['h1', 'uws', 'node'] as const) {
       t.match(mesh.logs.join('\n'), /configuration rejected/);
     });
 
+    t.test('a changed Proxy document is applied on restart only, and the reload says so', async (t) => {
+      mesh.writeConfig(
+        `${yamlTo('v2', v1.port, v2.port)}\n---\napiVersion: meshlet.dev/v1alpha1\nkind: Proxy\nmetadata: { name: sidecar }\nspec:\n  drainTimeout: 3s\n`,
+      );
+      const res = await request(mesh.admin('/reload'), { dispatcher: agent, method: 'POST' });
+      t.equal(res.statusCode, 200);
+      const body = (await res.body.json()) as { result: string; warnings: string[] };
+      t.equal(body.result, 'applied', 'the routing resources apply');
+      t.match(
+        body.warnings.join('\n'),
+        /mesh\.yaml:\d+: Proxy sidecar: differs from the Proxy document meshlet started with; its settings take effect on restart/,
+      );
+      t.match(mesh.logs.join('\n'), /take effect on restart/, 'logged too');
+    });
+
     t.test('SIGHUP reloads', async (t) => {
       mesh.writeConfig(yamlTo('v1', v1.port, v2.port));
       mesh.proc.kill('SIGHUP');
