@@ -8,6 +8,7 @@ import { LOG_LEVELS, type Logger, type LogLevel } from '../telemetry/logger.ts';
 import type { MeshMetrics } from '../telemetry/metrics.ts';
 import { parseTapQuery, type Tap } from '../telemetry/tap.ts';
 import { DASHBOARD_HTML } from './dashboard.ts';
+import { redactSecrets } from './redact.ts';
 
 /**
  * The admin port (loopback by default). It observes the proxy and never sits on the request path:
@@ -295,7 +296,8 @@ function configDump(res: ServerResponse, deps: AdminDeps): void {
     files: s.bundle.files,
     outbound_traffic_policy: s.outboundTrafficPolicy,
     warnings: s.bundle.issues.filter((i) => i.severity === 'warning').length,
-    resources: s.bundle.documents,
+    // Credentials in the configuration (collector headers, fields named like secrets) are replaced.
+    resources: redactSecrets(s.bundle.documents),
   });
 }
 
