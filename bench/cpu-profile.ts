@@ -69,6 +69,10 @@ export function telemetryPart(file: string): string | undefined {
   return m === null ? undefined : `src/telemetry/${m[1]}`;
 }
 
+function jsName(f: CallFrame): string {
+  return `${f.functionName || '(anonymous)'} ${shortUrl(f.url)}:${f.lineNumber + 1}`;
+}
+
 function ranked(m: ReadonlyMap<string, number>, busyUs: number): Share[] {
   return [...m.entries()]
     .map(([name, selfUs]) => ({ name, selfUs, share: busyUs > 0 ? selfUs / busyUs : 0 }))
@@ -86,6 +90,18 @@ export function summarizeProfile(profile: CpuProfile, fromUs?: number): ProfileS
     byId.set(n.id, n);
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
+  // A native function (no URL, e.g. `writeBuffer`) is named after the JavaScript function that called
+  // it, since the same one serves different callers (a socket write and a file write).
+  const nativeName = (id: number): string => {
+    const node = byId.get(id);
+    const name = node?.callFrame.functionName || '(anonymous)';
+    if (name.startsWith('(')) return name;
+    for (let up = parent.get(id); up !== undefined; up = parent.get(up)) {
+      const caller = byId.get(up)?.callFrame;
+      if (caller !== undefined && caller.url !== '') return `${name} ← ${jsName(caller)}`;
+    }
+    return name;
+  };
   // The telemetry parts on each node's stack, computed once per node.
   const stackParts = new Map<number, readonly string[]>();
   const partsOf = (id: number): readonly string[] => {
@@ -115,12 +131,9 @@ export function summarizeProfile(profile: CpuProfile, fromUs?: number): ProfileS
     const us = Math.max(0, delta);
     if (node === undefined || node.callFrame.functionName === '(idle)') continue;
     busyUs += us;
-    const { functionName, url, lineNumber } = node.callFrame;
+    const { functionName, url } = node.callFrame;
     const file = url === '' ? '' : shortUrl(url);
-    const frame =
-      file === ''
-        ? functionName || '(anonymous)'
-        : `${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`;
+    const frame = file === '' ? nativeName(node.id) : jsName(node.callFrame);
     frames.set(frame, (frames.get(frame) ?? 0) + us);
     const fileKey = file === '' ? (functionName.startsWith('(') ? functionName : '(native)') : file;
     files.set(fileKey, (files.get(fileKey) ?? 0) + us);
@@ -158,5 +171,63 @@ export function formatProfile(s: ProfileSummary, n: number): string[] {
     ...table(`top ${n} functions`, s.frames.slice(0, n)),
     '',
     ...table(`top ${n} files`, s.files.slice(0, n)),
+  ];
+}
+
+export interface FrameDiff {
+  readonly name: string;
+  /** Self time per request, µs, in the baseline and in the compared profile. */
+  readonly baseUsPerRequest: number;
+  readonly usPerRequest: number;
+}
+
+/**
+ * Self time per request of each function in `base` (served `baseRequests`) and in `other` (served
+ * `otherRequests`), largest increase first: what the compared configuration adds per request.
+ */
+export function diffProfiles(
+  base: ProfileSummary,
+  baseRequests: number,
+  other: ProfileSummary,
+  otherRequests: number,
+): FrameDiff[] {
+  const per = (us: number, n: number): number => (n > 0 ? us / n : 0);
+  const rows = new Map<string, { base: number; other: number }>();
+  for (const f of base.frames) rows.set(f.name, { base: per(f.selfUs, baseRequests), other: 0 });
+  for (const f of other.frames) {
+    const r = rows.get(f.name) ?? { base: 0, other: 0 };
+    r.other = per(f.selfUs, otherRequests);
+    rows.set(f.name, r);
+  }
+  return [...rows.entries()]
+    .map(([name, r]) => ({ name, baseUsPerRequest: r.base, usPerRequest: r.other }))
+    .sort(
+      (a, b) =>
+        b.usPerRequest - b.baseUsPerRequest - (a.usPerRequest - a.baseUsPerRequest) ||
+        a.name.localeCompare(b.name),
+    );
+}
+
+/** A Markdown table of the `n` largest increases per request, after the busy time per request of each side. */
+export function formatProfileDiff(
+  labels: readonly [string, string],
+  base: ProfileSummary,
+  baseRequests: number,
+  other: ProfileSummary,
+  otherRequests: number,
+  n: number,
+): string[] {
+  const us = (x: number): string => x.toFixed(2);
+  const busy = (s: ProfileSummary, r: number): string => (r > 0 ? (s.busyUs / r).toFixed(1) : '—');
+  const rows = diffProfiles(base, baseRequests, other, otherRequests).slice(0, n);
+  return [
+    `Busy time per request in the profiles: ${labels[0]} ${busy(base, baseRequests)} µs, ${labels[1]} ${busy(other, otherRequests)} µs. The ${n} functions whose self time per request grew most:`,
+    '',
+    `| function | ${labels[0]} µs/req | ${labels[1]} µs/req | added |`,
+    '|---|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| \`${r.name.replace(/\|/g, '\\|')}\` | ${us(r.baseUsPerRequest)} | ${us(r.usPerRequest)} | ${us(r.usPerRequest - r.baseUsPerRequest)} |`,
+    ),
   ];
 }

@@ -22,7 +22,7 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BENCH_HOST, BODY, meshletServiceEntry } from './configs.ts';
 import { sample, usage } from './cpu.ts';
-import { type CpuProfile, formatProfile, summarizeProfile } from './cpu-profile.ts';
+import { type CpuProfile, formatProfile, formatProfileDiff, summarizeProfile } from './cpu-profile.ts';
 import { parseSideBenchOptions, type SideBenchOptions, takeStringFlag } from './options.ts';
 import { capture, httpGet, Processes, type Started, sleep, waitUntil } from './procs.ts';
 import { findExecutable, launchMeshlet, type Pinning, READY_TIMEOUT_MS, startBackend } from './proxies.ts';
@@ -174,7 +174,7 @@ async function main(): Promise<number> {
         'meshlet (telemetry off)',
         TELEMETRY_OFF,
         backend.port,
-        [],
+        profDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profDir],
       ),
       await startSide(
         procs,
@@ -298,24 +298,42 @@ async function main(): Promise<number> {
     sections.push(lines);
 
     if (profDir !== undefined) {
-      // The profile is written when the process exits normally: SIGTERM lets meshlet drain and exit.
-      await procs.stop(on.proc, 15_000);
-      const file = readdirSync(profDir)
-        .filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${on.proc.child.pid}.`))
-        .map((f) => join(profDir, f))
-        .sort()
-        .at(-1);
-      if (file === undefined) sections.push([`No .cpuprofile was written to ${profDir}.`]);
-      else {
+      // A profile is written when its process exits normally: SIGTERM lets meshlet drain and exit.
+      await Promise.all(sides.map((s) => procs.stop(s.proc, 15_000)));
+      const summaries = sides.map((s) => {
+        const file = readdirSync(profDir)
+          .filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${s.proc.child.pid}.`))
+          .map((f) => join(profDir, f))
+          .at(-1);
+        if (file === undefined) return undefined;
         const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
         const rounds = summarizeProfile(profile, roundsFromUs);
         // Should the clocks not match, the whole profile (start-up included) is better than nothing.
         const summary = rounds.samples > 0 ? rounds : summarizeProfile(profile);
+        const requests = s.rounds.reduce((n, r) => n + r.requests, 0);
+        return { file, summary, whole: summary !== rounds, requests };
+      });
+      const [offProf, onProf] = summaries;
+      if (onProf === undefined) sections.push([`No .cpuprofile of ${on.label} was written to ${profDir}.`]);
+      else {
         sections.push([
-          `**CPU profile of meshlet (full telemetry)**, ${summary === rounds ? 'the rounds only' : 'whole process, start-up included'}: \`${file}\``,
+          `**CPU profile of meshlet (full telemetry)**, ${onProf.whole ? 'whole process, start-up included' : 'the rounds only'}: \`${onProf.file}\``,
           '',
-          ...formatProfile(summary, 15),
+          ...formatProfile(onProf.summary, 15),
         ]);
+        if (offProf !== undefined)
+          sections.push([
+            `**What full telemetry adds per request** (profiles of both processes, ${offProf.whole || onProf.whole ? 'start-up included' : 'the rounds only'}; \`${offProf.file}\`)`,
+            '',
+            ...formatProfileDiff(
+              ['off', 'full'],
+              offProf.summary,
+              offProf.requests,
+              onProf.summary,
+              onProf.requests,
+              20,
+            ),
+          ]);
       }
     }
   } finally {

@@ -1,7 +1,9 @@
 import t from 'tap';
 import {
   type CpuProfile,
+  diffProfiles,
   formatProfile,
+  formatProfileDiff,
   shortUrl,
   summarizeProfile,
   telemetryPart,
@@ -73,7 +75,7 @@ t.test('self time per function and file, and the telemetry on the stack', async 
     list.find((x) => x.name === name)?.share;
   t.equal(s.frames[0]?.name, 'onData src/listener/h1-engine.js:10');
   t.equal(share(s.frames, 'onData src/listener/h1-engine.js:10'), 300 / 900);
-  t.equal(share(s.frames, 'stringify'), 200 / 900);
+  t.equal(share(s.frames, 'stringify ← observe src/telemetry/access-log.js:42'), 200 / 900);
   t.equal(share(s.frames, '(anonymous) src/telemetry/metrics.js:1'), 100 / 900);
   t.equal(share(s.files, '(garbage collector)'), 100 / 900);
   t.equal(share(s.files, '(native)'), 200 / 900);
@@ -93,7 +95,7 @@ t.test('self time per function and file, and the telemetry on the stack', async 
   t.match(text, /\| `src\/telemetry\/access-log` \| 33\.3 % \|/);
   t.match(
     text,
-    /\| top 2 functions \| self time \|\n\|---\|---:\|\n\| `onData src\/listener\/h1-engine.js:10` \| 33\.3 % \|\n\| `stringify` \| 22\.2 % \|\n\n/,
+    /\| top 2 functions \| self time \|\n\|---\|---:\|\n\| `onData src\/listener\/h1-engine.js:10` \| 33\.3 % \|\n\| `stringify ← observe src\/telemetry\/access-log.js:42` \| 22\.2 % \|\n\n/,
   );
 });
 
@@ -105,7 +107,11 @@ t.test('only the samples from a given time on', async (t) => {
   t.equal(late.busyUs, 300, 'the unknown node is not busy time');
   t.same(
     late.frames.map((f) => f.name),
-    ['(anonymous) src/telemetry/metrics.js:1', 'inc prom-client/lib/counter.js:5', 'stringify'],
+    [
+      '(anonymous) src/telemetry/metrics.js:1',
+      'inc prom-client/lib/counter.js:5',
+      'stringify ← observe src/telemetry/access-log.js:42',
+    ],
   );
   t.equal(late.telemetryShare, 1, 'stringify runs under the access log');
   t.equal(summarizeProfile(PROFILE, 2_000_000).samples, 0);
@@ -125,4 +131,42 @@ t.test('an empty profile', async (t) => {
   });
   t.same(one.frames, [{ name: '(anonymous)', selfUs: 0, share: 0 }]);
   t.same(one.files, [{ name: '(native)', selfUs: 0, share: 0 }]);
+  const orphan = summarizeProfile({
+    nodes: [{ id: 1, callFrame: { functionName: 'close', url: '', lineNumber: -1 } }],
+    samples: [1],
+    timeDeltas: [5],
+  });
+  t.same(orphan.frames, [{ name: 'close', selfUs: 5, share: 1 }], 'a native without a JavaScript caller');
+});
+
+t.test('what one profile adds per request over another', async (t) => {
+  // From 1_001_200: onData 300, observe 100, stringify 200, metrics 100, inc 100 (no GC).
+  const base = summarizeProfile(PROFILE, 1_001_200);
+  const other = summarizeProfile(PROFILE); // the same plus (garbage collector) 100
+  const d = diffProfiles(base, 100, other, 50);
+  t.same(d[0], { name: 'onData src/listener/h1-engine.js:10', baseUsPerRequest: 3, usPerRequest: 6 });
+  t.same(
+    d[1],
+    { name: '(garbage collector)', baseUsPerRequest: 0, usPerRequest: 2 },
+    'a function only in the second profile; ties by name',
+  );
+  t.same(d[2], {
+    name: 'stringify ← observe src/telemetry/access-log.js:42',
+    baseUsPerRequest: 2,
+    usPerRequest: 4,
+  });
+  t.same(
+    diffProfiles(other, 10, base, 10).at(-1),
+    { name: '(garbage collector)', baseUsPerRequest: 10, usPerRequest: 0 },
+    'a function that is gone comes last',
+  );
+  t.same(diffProfiles(base, 0, other, 0)[0]?.usPerRequest, 0, 'no requests: no per-request figure');
+  const text = formatProfileDiff(['off', 'full'], base, 100, other, 50, 2).join('\n');
+  t.match(text, /Busy time per request in the profiles: off 8\.0 µs, full 18\.0 µs\. The 2 functions/);
+  t.match(text, /\| function \| off µs\/req \| full µs\/req \| added \|/);
+  t.match(
+    text,
+    /\| `onData src\/listener\/h1-engine.js:10` \| 3\.00 \| 6\.00 \| 3\.00 \|\n\| `\(garbage collector\)` \| 0\.00 \| 2\.00 \| 2\.00 \|$/,
+  );
+  t.match(formatProfileDiff(['a', 'b'], base, 0, other, 0, 1).join('\n'), /a — µs, b — µs/);
 });
