@@ -461,18 +461,20 @@ export class LiveStats implements RequestObserver {
         if (seen >= r999) p999 = value;
       }
     }
+    // The slots' own maxima: exact, where the summed counts only know the bucket. A percentile is
+    // the top of its bucket, which can pass the largest value recorded: it is capped there.
+    const max = total === 0 ? 0 : round3(highest / UNITS_PER_MS);
     return {
       seconds,
       requests,
       rps: round3(requests / covered),
       errors,
       error_rate: requests === 0 ? 0 : round3(errors / requests),
-      p50_ms: p50,
-      p90_ms: p90,
-      p99_ms: p99,
-      p999_ms: p999,
-      // The slots' own maxima: exact, where the summed counts only know the bucket.
-      max_ms: total === 0 ? 0 : round3(highest / UNITS_PER_MS),
+      p50_ms: Math.min(p50, max),
+      p90_ms: Math.min(p90, max),
+      p99_ms: Math.min(p99, max),
+      p999_ms: Math.min(p999, max),
+      max_ms: max,
     };
   }
 

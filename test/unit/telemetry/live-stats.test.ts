@@ -3,34 +3,29 @@ import t from 'tap';
 import { LiveStats } from '../../../src/telemetry/live-stats.ts';
 import type { WindowStats } from '../../../src/telemetry/live-stats-types.ts';
 import type { ObservedRequest } from '../../../src/telemetry/observed-request.ts';
+import { observed } from '../../helpers/observed-request.ts';
 
 const SVC = 'reviews.default.svc.cluster.local';
 
+/** The live-stats tests' request: the shared one, to `service`. */
 function request(over: Partial<ObservedRequest> = {}, service = SVC): ObservedRequest {
-  return {
-    reporter: 'source',
-    req: { method: 'GET', headers: [], remoteAddress: '127.0.0.1', localPort: 15001, secure: false },
-    startedAt: 0,
-    status: 200,
-    flags: '',
-    bytesSent: 10,
-    bytesReceived: 0,
-    authority: 'reviews:9080',
-    path: '/r/1',
-    originalPath: '/reviews/1',
-    routeName: '',
-    requestId: 'id-1',
-    details: '',
-    tlsFailure: '',
-    peer: { serviceFqdn: service, serviceName: service.split('.')[0] ?? '', serviceNamespace: 'default' },
-    endpoint: { id: '10.0.0.1:9080', labels: {} },
-    target: null,
-    cluster: { name: `outbound|9080||${service}` },
-    attempts: 1,
-    upstreamStatus: 200,
-    rttMs: 1,
-    ...over,
-  };
+  return observed(
+    {
+      bytesSent: 10,
+      bytesReceived: 0,
+      authority: 'reviews:9080',
+      path: '/r/1',
+      originalPath: '/reviews/1',
+      routeName: '',
+      requestId: 'id-1',
+      peer: { serviceFqdn: service, serviceName: service.split('.')[0] ?? '', serviceNamespace: 'default' },
+      endpoint: { id: '10.0.0.1:9080', labels: {} },
+      cluster: { name: `outbound|9080||${service}` },
+      rttMs: 1,
+      ...over,
+    },
+    { headers: [] },
+  );
 }
 
 /** A LiveStats on a clock the test moves (ms). */
@@ -353,4 +348,13 @@ t.test('observe cost (µs per request, reported)', async (t) => {
   t.comment(`LiveStats.observe: ${us.toFixed(3)} µs per request (service + route)`);
   // A loose bound: on a loaded CI machine this must still be far below the 30 µs of a request.
   t.ok(us < 5, `${us} µs`);
+});
+
+t.test('a percentile never passes the largest latency recorded (it is the top of its bucket)', async (t) => {
+  const { stats } = setup();
+  // 101.3 ms sits inside a bucket whose top is above it at two significant digits.
+  for (let i = 0; i < 50; i++) stats.observe(request(), 101.3, 200);
+  const w = win(stats, '10s');
+  t.equal(w.max_ms, 101.3);
+  for (const p of [w.p50_ms, w.p90_ms, w.p99_ms, w.p999_ms]) t.ok(p <= w.max_ms && p > 100, `${p} ≤ max`);
 });
