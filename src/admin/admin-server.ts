@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
 import type { ClusterState, ClusterStatus, EndpointStatus } from '../balancer/cluster-types.ts';
 import type { SnapshotStore } from '../config/snapshot-store.ts';
 import type { Listener } from '../listener/listener-types.ts';
@@ -266,12 +267,36 @@ function guard(req: IncomingMessage, res: ServerResponse): boolean {
     );
     return false;
   }
+  // DNS rebinding: a page of a name that resolves to 127.0.0.1 is same-origin with itself, so the
+  // Origin check alone passes it; such a request names that domain in Host. Loopback callers that
+  // mean to reach the admin port name it by address (curl, probes) or as localhost (port-forward).
+  const hostName = hostNameOf(req.headers.host ?? '');
+  if (hostName !== 'localhost' && isIP(hostName) === 0) {
+    send(
+      res,
+      403,
+      'text/plain',
+      `forbidden: ${what} must name the admin port by IP address or localhost (Host: ${req.headers.host ?? ''})\n`,
+    );
+    return false;
+  }
   const origin = req.headers.origin;
   if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) {
     send(res, 403, 'text/plain', `forbidden: ${what} from a page of another origin (${origin})\n`);
     return false;
   }
   return true;
+}
+
+/** The host of a Host header value, without port or IPv6 brackets, lower-cased. */
+function hostNameOf(host: string): string {
+  const h = host.toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end < 0 ? h : h.slice(1, end);
+  }
+  const colon = h.lastIndexOf(':');
+  return colon < 0 ? h : h.slice(0, colon);
 }
 
 function ready(res: ServerResponse, deps: AdminDeps): void {

@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import t from 'tap';
@@ -498,13 +499,28 @@ t.test('state-changing endpoints refuse cross-origin pages', async (t) => {
         return { result: 'unchanged', version: 1, hash: 'h' };
       },
     },
-    async (get) => {
+    async (get, port) => {
       const res = await get('/reload', { method: 'POST', headers: { origin: 'http://evil.example' } });
       t.equal(res.status, 403);
       t.match(res.text, /another origin \(http:\/\/evil\.example\)/);
       t.equal(reloads, 0);
       t.equal((await get('/reload', { method: 'POST' })).status, 200);
       t.equal(reloads, 1);
+      // DNS rebinding: a page at rebind.example (resolving to 127.0.0.1) is same-origin with itself.
+      // (fetch cannot set Host: node:http can.)
+      const rebound = await postWithHost(
+        port,
+        '/reload',
+        'rebind.example:15000',
+        'http://rebind.example:15000',
+      );
+      t.equal(rebound.status, 403);
+      t.match(rebound.text, /must name the admin port by IP address or localhost/);
+      t.equal(reloads, 1);
+      for (const host of ['localhost:15000', '[::1]:15000', '127.0.0.1']) {
+        t.equal((await postWithHost(port, '/reload', host)).status, 200, host);
+      }
+      t.equal(reloads, 4);
     },
   );
 });
@@ -716,3 +732,33 @@ t.test('GET /tap: a client that goes away is unsubscribed', async (t) => {
     t.equal(tapObserver.subscriberCount, 0);
   });
 });
+
+/** A POST with a Host header of the test's choosing (fetch always sends the URL's). */
+function postWithHost(
+  port: number,
+  path: string,
+  host: string,
+  origin?: string,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: 'POST',
+        headers: { host, ...(origin === undefined ? {} : { origin }) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
