@@ -4,7 +4,7 @@
  * several times more than concatenating strings that mostly need no escaping (see the README's
  * Access log section for the figures), and the access log runs once per request.
  */
-import type { ObservedRequest } from './observed-request.ts';
+import { type ObservedRequest, upstreamHostOf } from './observed-request.ts';
 
 /** Formats one finished request as one line, without the newline. */
 export type LineFormatter = (r: ObservedRequest, durationMs: number, code: number) => string;
@@ -148,13 +148,6 @@ function loggedPath(r: ObservedRequest): string {
   return r.originalPath !== '' ? r.originalPath : r.path !== '' ? r.path : '-';
 }
 
-function upstreamHost(r: ObservedRequest): string {
-  const e = r.endpoint;
-  if (e !== null) return e.id;
-  const t = r.target;
-  return t === null ? '-' : `${t.address}:${t.port}`;
-}
-
 /**
  * The cluster the request went to: the routed cluster, else the service of a fixed target (the
  * inbound application, passthrough); '-' when nothing was sent upstream (a local reply).
@@ -202,7 +195,7 @@ export function lineFormatter(format: 'json' | 'text', wallNow: () => number = D
       let ua = headers.userAgent;
       let id = requestId(r);
       let authority = orDash(r.authority);
-      let host = upstreamHost(r);
+      let host = upstreamHostOf(r);
       // One test over all the values; only a line that has something to escape pays per value.
       if (TEXT_UNSAFE.test(`${method}${path}${xff}${ua}${id}${authority}${host}`)) {
         method = textValue(method);
@@ -223,7 +216,7 @@ export function lineFormatter(format: 'json' | 'text', wallNow: () => number = D
     const path = loggedPath(r);
     const flags = orDash(r.flags);
     const details = orDash(r.details);
-    const host = upstreamHost(r);
+    const host = upstreamHostOf(r);
     const cluster = upstreamCluster(r);
     const xff = headers.forwardedFor;
     const ua = headers.userAgent;

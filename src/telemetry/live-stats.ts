@@ -17,7 +17,7 @@ import type {
   StatsSnapshot,
   WindowStats,
 } from './live-stats-types.ts';
-import type { ObservedRequest, RequestObserver } from './observed-request.ts';
+import { type ObservedRequest, type RequestObserver, upstreamHostOf } from './observed-request.ts';
 
 /**
  * Latencies are recorded in units of 10 µs: sub-millisecond latencies stay resolved, and a
@@ -265,7 +265,7 @@ export class LiveStats implements RequestObserver {
   }
 
   private recordError(r: ObservedRequest, durationMs: number, code: number): void {
-    const upstreamHost = r.endpoint?.id ?? (r.target === null ? '-' : `${r.target.address}:${r.target.port}`);
+    const upstreamHost = upstreamHostOf(r);
     const record: ErrorRecord = {
       at: this.wallClock(),
       reporter: r.reporter,

@@ -64,3 +64,14 @@ export interface RequestObserver {
    */
   observe(r: ObservedRequest, durationMs: number, code: number): void;
 }
+
+/**
+ * Envoy's `%UPSTREAM_HOST%`: the endpoint of the last attempt, else the fixed target (inbound
+ * application, passthrough) as `address:port`, '-' when nothing was sent upstream.
+ */
+export function upstreamHostOf(r: ObservedRequest): string {
+  const e = r.endpoint;
+  if (e !== null) return e.id;
+  const t = r.target;
+  return t === null ? '-' : `${t.address}:${t.port}`;
+}

@@ -7,7 +7,7 @@
  * never waits for a subscriber: one whose unsent output grows past a bound is dropped (it gets a
  * last `event: dropped`), so a stalled client can neither slow requests nor hold unbounded memory.
  */
-import type { ObservedRequest, RequestObserver } from './observed-request.ts';
+import { type ObservedRequest, type RequestObserver, upstreamHostOf } from './observed-request.ts';
 
 /** Where a subscriber's events go (the admin server wraps an HTTP response in this). */
 export interface TapSink {
@@ -218,7 +218,7 @@ export class Tap implements RequestObserver {
       status: code,
       flags: r.flags === '' ? '-' : r.flags,
       duration_ms: Math.round(durationMs * 1000) / 1000,
-      upstream_host: r.endpoint?.id ?? (r.target === null ? '-' : `${r.target.address}:${r.target.port}`),
+      upstream_host: upstreamHostOf(r),
       upstream_cluster: r.cluster?.name ?? '-',
       request_id: r.requestId,
       route_name: r.routeName === '' ? '-' : r.routeName,
