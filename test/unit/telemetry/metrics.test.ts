@@ -6,21 +6,10 @@ import {
   MeshMetrics,
   type WorkloadIdentity,
 } from '../../../src/telemetry/metrics.ts';
+import { PRODUCTPAGE, REVIEWS } from '../../helpers/metric-parties.ts';
 
-const self: WorkloadIdentity = {
-  workload: 'productpage',
-  namespace: 'default',
-  app: 'productpage',
-  version: 'v1',
-  canonicalService: 'productpage',
-  canonicalRevision: 'v1',
-  cluster: 'unknown',
-};
-const peer = {
-  serviceFqdn: 'reviews.default.svc.cluster.local',
-  serviceName: 'reviews',
-  serviceNamespace: 'default',
-};
+const self: WorkloadIdentity = PRODUCTPAGE;
+const peer = REVIEWS;
 
 t.test('source-side labels: all 25, Istio conventions', async (t) => {
   const l = istioLabels('source', self, peer, { app: 'reviews', version: 'v2' }, 200, '');

@@ -8,6 +8,7 @@ import type {
 } from '../../../src/balancer/cluster-types.ts';
 import { istioLabels, MeshMetrics } from '../../../src/telemetry/metrics.ts';
 import { ResilienceStats } from '../../../src/telemetry/resilience-stats.ts';
+import { PRODUCTPAGE, REVIEWS } from '../../helpers/metric-parties.ts';
 
 /** A cluster state that only answers `status()`, with counters the test bumps by hand. */
 class FakeState implements ClusterState {
@@ -192,20 +193,8 @@ t.test('the whole exposition passes promtool check metrics', async (t) => {
   m.reload('applied');
   // Every metric family present: Istio's request metrics (two label sets, one with a body), the
   // overflow counter past a cap of 2, identities, listeners.
-  const self = {
-    workload: 'productpage',
-    namespace: 'default',
-    app: 'productpage',
-    version: 'v1',
-    canonicalService: 'productpage',
-    canonicalRevision: 'v1',
-    cluster: 'unknown',
-  };
-  const peer = {
-    serviceFqdn: 'reviews.default.svc.cluster.local',
-    serviceName: 'reviews',
-    serviceNamespace: 'default',
-  };
+  const self = PRODUCTPAGE;
+  const peer = REVIEWS;
   const full = new MeshMetrics({ maxRequestSeries: 2 });
   for (const [code, flags] of [
     [200, ''],
