@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseReadyLine } from './ready-line.ts';
 
 const STEPS = [1, 10, 50, 100] as const;
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -150,19 +151,11 @@ async function startMeshlet(
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         lines.push(line);
-        try {
-          const rec = JSON.parse(line) as {
-            msg?: string;
-            admin?: { port: number };
-            listeners?: Array<{ name: string; port: number }>;
-          };
-          const out = rec.listeners?.find((l) => l.name === 'outbound');
-          if (rec.msg === 'meshlet ready' && rec.admin !== undefined && out !== undefined) {
-            clearTimeout(timer);
-            ok({ proc, outbound: out.port, admin: rec.admin.port });
-          }
-        } catch {
-          // not JSON
+        const ready = parseReadyLine(line);
+        const out = ready?.listeners.find((l) => l.name === 'outbound');
+        if (ready !== null && out !== undefined) {
+          clearTimeout(timer);
+          ok({ proc, outbound: out.port, admin: ready.admin });
         }
         nl = buf.indexOf('\n');
       }

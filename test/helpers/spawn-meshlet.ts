@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseReadyLine } from '../../bench/ready-line.ts';
 
 /** The repository root, from this file's location (test/helpers/). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -80,25 +81,17 @@ export async function spawnMeshlet(yaml: string, opts: SpawnOptions = {}): Promi
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           logs.push(line);
-          try {
-            const rec = JSON.parse(line) as {
-              msg?: string;
-              admin?: { port: number };
-              listeners?: Array<{ name: string; port: number; engine: string }>;
-            };
-            if (rec.msg === 'meshlet ready' && rec.admin !== undefined && rec.listeners !== undefined) {
-              clearTimeout(timer);
-              const out = rec.listeners.find((l) => l.name === 'outbound');
-              const inb = rec.listeners.find((l) => l.name === 'inbound');
-              ok({
-                outbound: out?.port ?? 0,
-                inbound: inb?.port ?? 0,
-                admin: rec.admin.port,
-                engine: out?.engine ?? '',
-              });
-            }
-          } catch {
-            // not JSON: keep it in logs
+          const ready = parseReadyLine(line);
+          if (ready !== null) {
+            clearTimeout(timer);
+            const out = ready.listeners.find((l) => l.name === 'outbound');
+            const inb = ready.listeners.find((l) => l.name === 'inbound');
+            ok({
+              outbound: out?.port ?? 0,
+              inbound: inb?.port ?? 0,
+              admin: ready.admin,
+              engine: out?.engine ?? '',
+            });
           }
           nl = buf.indexOf('\n');
         }
